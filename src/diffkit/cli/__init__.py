@@ -1,0 +1,44 @@
+"""The `diffkit` command line: each subcommand parses arguments and makes one library call.
+
+Every subcommand lives in its own module with an `add_parser(subparsers)` function that sets
+`func` on its parser; `COMMANDS` below lists them in the order `--help` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from diffkit.errors import DiffkitError
+
+COMMANDS: tuple = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command module."""
+    parser = argparse.ArgumentParser(
+        prog="diffkit",
+        description="Train, sample, evaluate and explain denoising diffusion models for images.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; user mistakes print one sentence and return 2, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        result = args.func(args)
+    except DiffkitError as error:
+        print(f"diffkit: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffkit: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

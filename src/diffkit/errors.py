@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix (bad paths, names, values, files)."""
+
+
+class DiffkitError(Exception):
+    """A user-facing error: its message is one sentence naming the bad thing and what to do.
+
+    The command line prints it without a traceback and exits with status 2; library callers
+    catch it like any exception.
+    """
