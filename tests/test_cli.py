@@ -1,10 +1,7 @@
 """The command line's contract: help works, user mistakes exit 2 with one sentence."""
 
-import subprocess
-import sys
 
-
-def test_module_help_lists_usage():
-    result = subprocess.run([sys.executable, "-m", "diffkit", "--help"], capture_output=True, text=True)
+def test_module_help_lists_usage(diffkit_cli):
+    result = diffkit_cli("--help")
     assert result.returncode == 0
     assert "usage: diffkit" in result.stdout

@@ -1,0 +1,27 @@
+"""Shared test helpers: run the CLI as a user would, against this checkout's source."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "src"
+
+
+def run_diffkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m diffkit ARGS` in a fresh process that imports this checkout's source."""
+    environment = dict(os.environ, PYTHONPATH=str(SOURCE))
+    return subprocess.run(
+        [sys.executable, "-m", "diffkit", *args],
+        capture_output=True, text=True, cwd=cwd, env=environment, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def diffkit_cli():
+    """The `run_diffkit` function, as a fixture."""
+    return run_diffkit
