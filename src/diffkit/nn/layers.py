@@ -1,0 +1,121 @@
+"""UNet building blocks: timestep embedding, ResBlock, self-attention, down- and upsampling.
+
+Follows DDPM (Ho et al. 2020) and improved DDPM (Nichol & Dhariwal 2021): GroupNorm + SiLU
+residual blocks conditioned by scale-shift of the second norm, multi-head self-attention at
+chosen resolutions, strided-conv downsampling and nearest + conv upsampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding (B,) -> (B, dim): [sin(t * w_i), cos(t * w_i)] with w_i = max_period^(-2i/dim).
+
+    These are the transformer frequencies (Vaswani et al. 2017, sec. 3.5) laid out as two halves
+    (all sines, then all cosines) as in DDPM; an odd `dim` gets one zero column at the end.
+    Works for integer and fractional t.
+    """
+    half = dim // 2
+    # w_i = 1 / max_period^(2i/dim) for i = 0 .. half-1, computed in float32 on t's device.
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    angles = t.float()[:, None] * torch.exp(exponent)[None, :]  # (B, half)
+    embedding = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (B, 2 * half)
+    if dim % 2 == 1:
+        embedding = F.pad(embedding, (0, 1))
+    return embedding
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with the largest number of groups <= `groups` that divides `channels`."""
+    count = max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
+    return nn.GroupNorm(count, channels)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Set every parameter of `module` to zero and return it (so residual branches start as identity)."""
+    for parameter in module.parameters():
+        nn.init.zeros_(parameter)
+    return module
+
+
+class ResBlock(nn.Module):
+    """Residual block: norm-SiLU-conv, then norm with embedding scale-shift, SiLU, dropout, conv.
+
+    The embedding enters as h = norm(h) * (1 + scale) + shift (improved DDPM's use_scale_shift_norm,
+    Nichol & Dhariwal 2021, sec. 3 / guided-diffusion). The last conv is zero-initialised so the
+    block starts as its skip path.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = group_norm(in_channels, groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.embedding = nn.Sequential(nn.SiLU(), nn.Linear(embedding_dim, 2 * out_channels))
+        self.norm2 = group_norm(out_channels, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
+        """(B, C_in, H, W), (B, E) -> (B, C_out, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
+        scale, shift = self.embedding(embedding)[:, :, None, None].chunk(2, dim=1)  # 2 x (B, C_out, 1, 1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H*W positions of a feature map, with a residual connection."""
+
+    def __init__(self, channels: int, num_heads: int, groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = group_norm(channels, groups)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        # Zero output projection: the block starts as identity (as guided-diffusion's proj_out).
+        self.proj = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, H, W)."""
+        B, C, H, W = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
+        q, k, v = self.qkv(tokens).chunk(3, dim=2)  # 3 x (B, H*W, C)
+        q, k, v = (z.unflatten(2, (self.num_heads, -1)).transpose(1, 2) for z in (q, k, v))  # (B, heads, H*W, d)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H*W, d), softmax(q k^T / sqrt(d)) v
+        out = self.proj(out.transpose(1, 2).flatten(2))  # (B, H*W, C)
+        return x + out.transpose(1, 2).reshape(B, C, H, W)
+
+
+class Downsample(nn.Module):
+    """Halve H and W (rounding up: 7 -> 4) with a 3x3 stride-2 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling to an exact size, then a 3x3 convolution.
+
+    The target size is the matching skip connection's, so odd sizes round-trip (7 -> 4 -> 7)
+    where a plain factor of 2 would give 8.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """(B, C, h, w) -> (B, C, *size)."""
+        return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))

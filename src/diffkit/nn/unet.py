@@ -1,0 +1,277 @@
+"""The denoising UNet (DDPM / improved DDPM layout): UNet(x_t, t, y) -> eps_hat, any H and W.
+
+Layout (Ho et al. 2020, Nichol & Dhariwal 2021): an input conv, then per resolution level
+`num_res_blocks` ResBlocks (+ self-attention at `attention_levels`) and a strided-conv downsample;
+a bottleneck of ResBlock-attention-ResBlock; the mirror path with one more block per level, each
+fed the concatenated skip; GroupNorm-SiLU-conv out. Timesteps (and optional class labels or a
+context vector) form one embedding that every ResBlock reads through scale-shift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from diffkit.errors import DiffkitError
+from diffkit.nn.layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_init
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise DiffkitError(message)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Widths, depth and conditioning of a UNet; plain data that round-trips through JSON."""
+
+    in_channels: int = 1
+    out_channels: int | None = None  # None: same as in_channels
+    base_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (1,)  # indices into channel_mults; the bottleneck always attends
+    num_heads: int = 4
+    dropout: float = 0.0
+    num_classes: int = 0  # 0: unconditional; else labels 0..num_classes-1 plus the null label num_classes
+    context_dim: int = 0  # >0: y is a (B, context_dim) float vector (e.g. a text embedding)
+    groups: int = 32  # GroupNorm groups: the largest divisor of the channel count <= groups
+
+    def __post_init__(self) -> None:
+        # JSON turns tuples into lists; store tuples so configs stay hashable and compare equal.
+        for name in ("channel_mults", "attention_levels"):
+            value = getattr(self, name)
+            _require(isinstance(value, (list, tuple)), f"UNetConfig.{name} must be a list of integers, got {value!r}.")
+            object.__setattr__(self, name, tuple(value))
+        self._validate()
+
+    def _validate(self) -> None:
+        for name in ("in_channels", "base_channels", "num_res_blocks", "num_heads", "groups"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"UNetConfig.{name} must be a positive integer, got {value!r}.")
+        for name in ("num_classes", "context_dim"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 0, f"UNetConfig.{name} must be an integer >= 0, got {value!r}.")
+        _require(
+            self.out_channels is None or (_is_int(self.out_channels) and self.out_channels >= 1),
+            f"UNetConfig.out_channels must be a positive integer or null, got {self.out_channels!r}.",
+        )
+        _require(
+            len(self.channel_mults) > 0 and all(_is_int(m) and m >= 1 for m in self.channel_mults),
+            f"UNetConfig.channel_mults must be a non-empty list of positive integers, got {list(self.channel_mults)}.",
+        )
+        levels = range(len(self.channel_mults))
+        _require(
+            all(_is_int(level) and level in levels for level in self.attention_levels),
+            f"UNetConfig.attention_levels {list(self.attention_levels)} must index channel_mults "
+            f"(integers in 0..{len(self.channel_mults) - 1}).",
+        )
+        _require(
+            isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1,
+            f"UNetConfig.dropout must be a number in [0, 1), got {self.dropout!r}.",
+        )
+        _require(
+            self.num_classes == 0 or self.context_dim == 0,
+            "UNetConfig sets both num_classes and context_dim; choose one kind of conditioning (set the other to 0).",
+        )
+        attended = {self.base_channels * self.channel_mults[level] for level in self.attention_levels}
+        attended.add(self.base_channels * self.channel_mults[-1])  # the bottleneck
+        bad = sorted(width for width in attended if width % self.num_heads != 0)
+        _require(
+            not bad,
+            f"UNetConfig: attention widths {bad} are not divisible by num_heads={self.num_heads}; "
+            "change num_heads or base_channels.",
+        )
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the network's output: out_channels, or in_channels when that is None."""
+        return self.in_channels if self.out_channels is None else self.out_channels
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the time(+class) embedding: 4 x base_channels, as in DDPM."""
+        return 4 * self.base_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict (tuples become lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
+        """Rebuild a config from `to_dict()` output (e.g. read from config.json); unknown keys are refused."""
+        _require(isinstance(data, Mapping), f"A UNet config must be a JSON object, got {type(data).__name__}.")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        _require(
+            not unknown,
+            f"Unknown UNet config keys {unknown}; valid keys are {sorted(known)}.",
+        )
+        return cls(**data)
+
+
+class UNetBlock(nn.Module):
+    """A ResBlock, followed by self-attention when `attention` is set."""
+
+    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig, attention: bool):
+        super().__init__()
+        self.res = ResBlock(in_channels, out_channels, config.embedding_dim, config.dropout, config.groups)
+        self.attention = AttentionBlock(out_channels, config.num_heads, config.groups) if attention else None
+
+    def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
+        """(B, C_in, H, W), (B, E) -> (B, C_out, H, W)."""
+        h = self.res(x, embedding)
+        return h if self.attention is None else self.attention(h)
+
+
+class Level(nn.Module):
+    """One resolution of the UNet: its blocks and the resampling that leaves it (None at the ends)."""
+
+    def __init__(self, blocks: list[UNetBlock], resample: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.resample = resample
+
+
+class UNet(nn.Module):
+    """Noise-prediction UNet: forward(x_t (B, C, H, W), t (B,), y) -> (B, out_channels, H, W)."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        widths = [config.base_channels * mult for mult in config.channel_mults]
+        embedding_dim = config.embedding_dim
+
+        self.time_embedding = nn.Sequential(
+            nn.Linear(config.base_channels, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim)
+        )
+        # One extra row: the null label (index num_classes) that classifier-free guidance trains and samples with.
+        self.label_embedding = nn.Embedding(config.num_classes + 1, embedding_dim) if config.num_classes else None
+        self.context_embedding = nn.Linear(config.context_dim, embedding_dim) if config.context_dim else None
+
+        self.input_conv = nn.Conv2d(config.in_channels, config.base_channels, 3, padding=1)
+        channels = config.base_channels
+        skip_channels = [channels]  # what each skip connection carries, in push order
+        self.down = nn.ModuleList()
+        for level, width in enumerate(widths):
+            attention = level in config.attention_levels
+            blocks = []
+            for _ in range(config.num_res_blocks):
+                blocks.append(UNetBlock(channels, width, config, attention))
+                channels = width
+                skip_channels.append(channels)
+            last = level == len(widths) - 1
+            self.down.append(Level(blocks, None if last else Downsample(channels)))
+            if not last:
+                skip_channels.append(channels)
+
+        self.middle = UNetBlock(channels, channels, config, attention=True)
+        self.middle_res = ResBlock(channels, channels, embedding_dim, config.dropout, config.groups)
+
+        self.up = nn.ModuleList()
+        for level, width in reversed(list(enumerate(widths))):
+            attention = level in config.attention_levels
+            blocks = []
+            for _ in range(config.num_res_blocks + 1):
+                blocks.append(UNetBlock(channels + skip_channels.pop(), width, config, attention))
+                channels = width
+            self.up.append(Level(blocks, Upsample(channels) if level > 0 else None))
+
+        self.output = nn.Sequential(
+            group_norm(channels, config.groups),
+            nn.SiLU(),
+            zero_init(nn.Conv2d(channels, config.output_channels, 3, padding=1)),
+        )
+
+    @property
+    def null_label(self) -> int:
+        """The label meaning 'no class' (classifier-free guidance's unconditional input): num_classes."""
+        _require(self.config.num_classes > 0, "This UNet is unconditional (num_classes=0), so it has no null label.")
+        return self.config.num_classes
+
+    def num_parameters(self) -> int:
+        """Total count of trainable parameters."""
+        return sum(parameter.numel() for parameter in self.parameters() if parameter.requires_grad)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Predict (B, out_channels, H, W) from x_t (B, C, H, W), timesteps t (B,) and optional y."""
+        self._check_input(x)
+        embedding = self.embed(t, y, batch=x.shape[0])  # (B, E)
+
+        h = self.input_conv(x)  # (B, base, H, W)
+        skips = [h]
+        for level in self.down:
+            for block in level.blocks:
+                h = block(h, embedding)
+                skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)  # (B, C, ceil(H/2), ceil(W/2))
+                skips.append(h)
+
+        h = self.middle_res(self.middle(h, embedding), embedding)
+
+        for level in self.up:
+            for block in level.blocks:
+                h = block(torch.cat([h, skips.pop()], dim=1), embedding)
+            if level.resample is not None:
+                h = level.resample(h, size=skips[-1].shape[-2:])  # back to the next skip's exact size
+
+        return self.output(h)  # (B, out_channels, H, W)
+
+    def embed(self, t: Tensor, y: Tensor | None, batch: int) -> Tensor:
+        """The (B, E) conditioning embedding: MLP(sinusoid(t)) + label or context embedding."""
+        t = torch.as_tensor(t, device=self.input_conv.weight.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        _require(t.shape == (batch,), f"t must have shape ({batch},) (one timestep per image), got {tuple(t.shape)}.")
+        embedding = self.time_embedding(timestep_embedding(t, self.config.base_channels))  # (B, E)
+        if self.label_embedding is not None:
+            embedding = embedding + self.label_embedding(self._labels(y, batch))
+        elif self.context_embedding is not None:
+            embedding = embedding + self.context_embedding(self._context(y, batch))
+        else:
+            _require(y is None, "This UNet is unconditional (num_classes=0, context_dim=0); pass y=None.")
+        return embedding
+
+    def _labels(self, y: Tensor | None, batch: int) -> Tensor:
+        """Class ids (B,) with None and -1 mapped to the null label; out-of-range ids are refused."""
+        null = self.config.num_classes
+        device = self.input_conv.weight.device
+        if y is None:
+            return torch.full((batch,), null, dtype=torch.long, device=device)
+        _require(
+            y.shape == (batch,) and not y.is_floating_point(),
+            f"y must hold {batch} integer class ids (shape ({batch},)), got dtype {y.dtype} shape {tuple(y.shape)}.",
+        )
+        y = y.to(device=device, dtype=torch.long)
+        _require(
+            bool(((y >= -1) & (y <= null)).all()),
+            f"Class ids must be in 0..{null - 1}, or -1 / {null} for the null label; got {y.min().item()}..{y.max().item()}.",
+        )
+        return torch.where(y < 0, torch.full_like(y, null), y)
+
+    def _context(self, y: Tensor | None, batch: int) -> Tensor:
+        """Context vectors (B, context_dim); None is the null context, all zeros."""
+        shape = (batch, self.config.context_dim)
+        weight = self.context_embedding.weight
+        if y is None:
+            return torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+        _require(
+            y.shape == shape and y.is_floating_point(),
+            f"y must be a float tensor of shape {shape} (context vectors), got dtype {y.dtype} shape {tuple(y.shape)}.",
+        )
+        return y.to(device=weight.device, dtype=weight.dtype)
+
+    def _check_input(self, x: Tensor) -> None:
+        _require(
+            x.ndim == 4 and x.shape[1] == self.config.in_channels,
+            f"x must have shape (B, {self.config.in_channels}, H, W) for this UNet, got {tuple(x.shape)}.",
+        )
