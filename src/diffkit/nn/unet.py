@@ -21,10 +21,12 @@ from diffkit.nn.layers import AttentionBlock, Downsample, ResBlock, Upsample, gr
 
 
 def _is_int(value: Any) -> bool:
+    """True for a real integer (JSON ints), false for bools and floats."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _require(condition: bool, message: str) -> None:
+    """Raise DiffkitError(message) unless condition holds."""
     if not condition:
         raise DiffkitError(message)
 
