@@ -37,7 +37,8 @@ def training_step(schedule: Schedule, i: int) -> int | float:
     return float(t) if t.is_floating_point() else int(t)
 
 
-def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like x, drawn from `generator`."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
@@ -60,7 +61,7 @@ def ddpm_step(denoise: Denoiser, schedule: Schedule, x_t: Tensor, i: int, y: Ten
     mean, _ = posterior(schedule, x0_hat, x_t, i)  # DDPM eq. 7 with x_0 replaced by its estimate
     if i == 0:
         return mean, x0_hat
-    return mean + reverse_variance(schedule, i, x_t, variance).sqrt() * _noise_like(x_t, generator), x0_hat
+    return mean + reverse_variance(schedule, i, x_t, variance).sqrt() * noise_like(x_t, generator), x0_hat
 
 
 def ddpm(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None = None, *,
@@ -92,7 +93,7 @@ def ddim(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None = 
         direction = (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps  # "direction pointing to x_t"
         x = alpha_bar_prev.sqrt() * x0_hat + direction
         if eta > 0:
-            x = x + sigma * _noise_like(x, generator)
+            x = x + sigma * noise_like(x, generator)
     yield Step(-1, x, x)
 
 
@@ -198,7 +199,7 @@ def euler_ancestral(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tenso
         sigma_down = (sigma_next**2 - sigma_up**2).sqrt()
         x = x + (sigma_down - sigma) * eps
         if i > 0:
-            x = x + sigma_up * _noise_like(x, generator)
+            x = x + sigma_up * noise_like(x, generator)
     yield Step(-1, x, x)
 
 
@@ -259,7 +260,12 @@ def sample_steps(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], 
 
 def sample(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], **keywords) -> Tensor:
     """Run `sample_steps` to the end and return the finished samples (B, C, H, W)."""
+    return run_to_end(sample_steps(denoise, schedule, shape, **keywords))
+
+
+def run_to_end(steps: Iterator[Step]) -> Tensor:
+    """Exhaust a sampler's steps and return the finished samples, the x_t of the last Step."""
     last = None
-    for last in sample_steps(denoise, schedule, shape, **keywords):
+    for last in steps:
         pass
     return last.x_t
