@@ -93,3 +93,10 @@ def guidance_sweep(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...]
         rows.append(sample(cfg(denoise, scale, null_label), schedule, shape, sampler=sampler, steps=steps,
                            spacing=spacing, y=labels.to(device), generator=generator, device=device, **options))
     return torch.cat(rows)  # (S * B, C, H, W)
+
+
+def guided_denoiser(denoise: Denoiser, scale: float, *, num_classes: int, context_dim: int = 0,
+                    labels: Tensor | None = None) -> Denoiser:
+    """The denoiser to sample with: labels and scale checked against the model, then wrapped in cfg (scale != 1)."""
+    check_conditioning(num_classes, context_dim, labels, scale)
+    return denoise if scale == 1 else cfg(denoise, scale, num_classes if num_classes else None)
