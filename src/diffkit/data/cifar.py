@@ -41,6 +41,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     """An unpickler that refuses every global except the few that rebuild numpy arrays."""
 
     def find_class(self, module: str, name: str):
+        """Resolve a global only if it is on the allow-list."""
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
         return super().find_class(module, name)
