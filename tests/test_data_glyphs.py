@@ -159,3 +159,18 @@ def test_bad_font_options_are_one_sentence_errors(tmp_path):
         load_dataset("glyphs", data_dir=tmp_path, chars="一", variation="Heavy")
     with pytest.raises(DiffkitError, match="no split 'test'"):
         load_dataset("glyphs", data_dir=tmp_path, split="test")
+
+
+def test_several_styles_draw_every_character_once_per_style(font, tmp_path):
+    dataset = load_dataset("glyphs", data_dir=tmp_path, chars="水火山" + LACKED, variation=["Light", "Bold"],
+                           font=[font.path])
+    assert dataset.info["style_names"] == ["Noto Sans SC Light", "Noto Sans SC Bold"]
+    assert dataset.labels.tolist() == [0, 1, 2, 0, 1, 2] and dataset.styles.tolist() == [0, 0, 0, 1, 1, 1]
+    assert dataset.class_names == ["水", "火", "山"] and glyphs.skipped_count(dataset) == 2
+    light, bold = dataset.images[:3].float(), dataset.images[3:].float()
+    assert bool((bold.sum(dim=(1, 2, 3)) > 1.3 * light.sum(dim=(1, 2, 3))).all())  # bold strokes carry more ink
+    alone = render_glyphs(["水", "火", "山"], glyphs.FontChoice(font.path, font.face, "Bold"), 32, margin=2)
+    np.testing.assert_array_equal(dataset.images[3:, 0].numpy(), alone.images)
+    again = load_dataset("glyphs", data_dir=tmp_path, chars="水火山" + LACKED, variation=["Light", "Bold"],
+                         font=[font.path])
+    assert again.from_cache and torch.equal(again.styles, dataset.styles)

@@ -52,13 +52,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_glyph_options(parser: argparse.ArgumentParser, defaults_only: bool = False) -> None:
     """Glyph rendering options (for `show glyphs`, only the ones that choose which cache to read)."""
-    parser.add_argument("--font", default=None, help="font file (.ttf/.otf/.ttc); default Noto Sans SC")
+    parser.add_argument("--font", action="append", default=None,
+                        help="font file (.ttf/.otf/.ttc), default Noto Sans SC; repeat for one style per font")
     parser.add_argument("--chars", default="main",
                         help="main (U+4E00-U+9FFF), common (has a meaning), a string, or a UTF-8 file")
     if defaults_only:
         return
     parser.add_argument("--face", type=int, default=None, help="face index inside a .ttc collection")
-    parser.add_argument("--variation", default="Regular", help="named instance of a variable font")
+    parser.add_argument("--variation", action="append", default=None,
+                        help="named instance of a variable font (default Regular); repeat for several styles")
     parser.add_argument("--margin", type=int, default=None, help="empty pixels around the em square")
     parser.add_argument("--missing", choices=("skip", "error"), default="skip",
                         help="characters the font lacks: skip and count them, or stop")
@@ -73,19 +75,19 @@ def run_glyphs(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     dataset = load_dataset("glyphs", size=args.size, data_dir=args.data_dir, font=args.font, face=args.face,
-                           variation=args.variation, chars=args.chars, margin=args.margin,
+                           variation=args.variation or "Regular", chars=args.chars, margin=args.margin,
                            missing=args.missing, meanings=args.meanings, force=args.force)
     seconds = time.perf_counter() - start
     info = dataset.info
     how = "read from cache" if dataset.from_cache else "rendered"
     print(f"{len(dataset)} glyphs {dataset.size}x{dataset.size} from {info['font_name']} {how} in {seconds:.1f} s "
-          f"({info['requested']} requested, {skipped_count(dataset)} skipped)")
+          f"({info['requested']} characters requested, {skipped_count(dataset)} skipped)")
     for reason, characters in info.get("skipped", {}).items():
         print(f"  skipped {len(characters)} ({reason}): {characters[:40]}{'...' if len(characters) > 40 else ''}")
     if info.get("clipped"):
         print(f"  clipped {len(info['clipped'])} glyphs larger than the image: {info['clipped'][:40]}")
     known = sum(1 for meaning in dataset.meanings or [] if meaning)
-    print(f"  meanings: {known} of {len(dataset)} from {info['meaning_source']}")
+    print(f"  meanings: {known} of {dataset.num_classes} characters from {info['meaning_source']}")
     print(f"  cache: {info['cache_path']}")
     if args.preview:
         _save_preview(dataset, args.preview, count=256, nrow=None, seed=None)

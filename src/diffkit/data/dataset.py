@@ -22,7 +22,7 @@ from diffkit.errors import DiffkitError
 from diffkit.images import to_model_range
 
 DATA_DIR_VARIABLE = "DIFFKIT_DATA"
-CACHE_VERSION = 1  # bump when the cached arrays' meaning changes, so old caches are rebuilt
+CACHE_VERSION = 2  # bump when the cached arrays' meaning changes, so old caches are rebuilt
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a constant timestamp keeps cache files byte-identical
 
 
@@ -37,17 +37,22 @@ class ImageDataset(Dataset):
         meanings: list[str] | None = None,
         name: str = "",
         info: dict[str, Any] | None = None,
+        styles: torch.Tensor | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        if styles is not None and styles.shape != labels.shape:
+            raise ValueError(f"styles must have shape {tuple(labels.shape)}, got {tuple(styles.shape)}")
         self.images = images
         self.labels = labels.to(torch.int64)
         self.class_names = list(class_names)
         self.meanings = None if meanings is None else list(meanings)
         self.name = name
         self.info = dict(info or {})
+        # Optional per-image style index (e.g. which font drew a glyph); None for one-style data.
+        self.styles = None if styles is None else styles.to(torch.int64)
         self.from_cache = False
 
     @property
@@ -110,6 +115,8 @@ def save_cache(dataset: ImageDataset, path: Path) -> Path:
     }
     if dataset.meanings is not None:
         arrays["meanings"] = np.array(dataset.meanings, dtype=str)
+    if dataset.styles is not None:
+        arrays["styles"] = dataset.styles.numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + f".{os.getpid()}.partial")
     # Written by hand rather than np.savez so that entry timestamps are fixed: same data, same bytes.
@@ -131,6 +138,7 @@ def load_cache(path: Path) -> ImageDataset | None:
         with np.load(path, allow_pickle=False) as archive:
             info = json.loads(str(archive["info"]))
             meanings = [str(m) for m in archive["meanings"]] if "meanings" in archive.files else None
+            styles = torch.from_numpy(archive["styles"]) if "styles" in archive.files else None
             dataset = ImageDataset(
                 images=torch.from_numpy(archive["images"]),
                 labels=torch.from_numpy(archive["labels"]),
@@ -138,6 +146,7 @@ def load_cache(path: Path) -> ImageDataset | None:
                 meanings=meanings,
                 name=info.pop("name", ""),
                 info=info,
+                styles=styles,
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
         return None

@@ -184,39 +184,57 @@ def load(
     split: str = "train",
     data_dir: str | Path | None = None,
     *,
-    font: str | Path | None = None,
+    font: str | Path | list | None = None,
     face: int | None = None,
-    variation: str | None = "Regular",
+    variation: str | list[str] | None = "Regular",
     chars: str = "main",
     margin: int | None = None,
     missing: str = "skip",
     meanings: str = "auto",
     force: bool = False,
 ) -> ImageDataset:
-    """The glyph dataset for these options, rendered once and then read from the `.npz` cache."""
+    """The glyph dataset for these options, rendered once and then read from the `.npz` cache.
+
+    Several fonts and/or variation instances (lists) give one style each: every kept character is
+    drawn in every style, `labels` stay the character index and `styles` holds the style index.
+    """
     size = check_size(size, 32)
     check_split(split, ("train",), "glyphs")
     if missing not in MISSING_CHOICES:
         raise DiffkitError(f"missing must be one of {', '.join(MISSING_CHOICES)}, got {missing!r}.")
     margin = max(1, round(size / 16)) if margin is None else int(margin)
-    if font is not None and not Path(font).is_file():
-        raise DiffkitError(f"The font file {font} does not exist; pass a .ttf, .otf or .ttc file.")
-    default = find_default_font() if font is None else FontChoice(Path(font))
-    choice = FontChoice(default.path, default.face if face is None else face, variation)
+    choices = font_choices(font, face, variation)
     meaning_sources = find_meaning_sources(meanings)
     recipe = {
-        "font": file_identity(choice.path), "face": choice.face, "variation": choice.variation,
-        "margin": margin, "meanings": [[name, *file_identity(file)] for name, file in meaning_sources],
+        "styles": [[*file_identity(c.path), c.face, c.variation] for c in choices], "margin": margin,
+        "meanings": [[name, *file_identity(file)] for name, file in meaning_sources],
         "chars": chars if chars in ("main", "common") else "".join(resolve_characters(chars, {})),
     }
     path = cache_path(resolve_data_dir(data_dir), "glyphs", size, recipe)
     dataset = None if force else load_cache(path)
     if dataset is None:
-        dataset = _build(choice, size, margin, chars, meaning_sources)
+        dataset = _build(choices, size, margin, chars, meaning_sources)
         save_cache(dataset, path)
     dataset.info["cache_path"] = str(path)
-    _check_missing(dataset, missing, choice)
+    _check_missing(dataset, missing)
     return dataset
+
+
+def font_choices(font: str | Path | list | None, face: int | None,
+                 variation: str | list[str] | None) -> list[FontChoice]:
+    """One FontChoice per (font, variation) pair; None as font means the default CJK font."""
+    fonts = [font] if font is None or isinstance(font, (str, Path)) else list(font)
+    variations = [variation] if variation is None or isinstance(variation, str) else list(variation)
+    if not fonts or not variations:
+        raise DiffkitError("Give at least one font and one variation (or leave them out for the defaults).")
+    choices = []
+    for entry in fonts:
+        if entry is not None and not Path(entry).is_file():
+            raise DiffkitError(f"The font file {entry} does not exist; pass a .ttf, .otf or .ttc file.")
+        base = find_default_font() if entry is None else FontChoice(Path(entry))
+        for name in variations:
+            choices.append(FontChoice(base.path, base.face if face is None else face, name))
+    return choices
 
 
 def locate(data_dir: Path) -> tuple[bool, str]:
@@ -230,42 +248,54 @@ def locate(data_dir: Path) -> tuple[bool, str]:
     return True, f"font {choice.path} (face {choice.face}); meanings: {meanings}"
 
 
-def _build(choice: FontChoice, size: int, margin: int, chars: str,
+def _build(choices: list[FontChoice], size: int, margin: int, chars: str,
            meaning_sources: list[tuple[str, Path]]) -> ImageDataset:
-    """Render the requested characters into a fresh dataset with labels 0..N-1 and meanings attached."""
+    """Render the requested characters in every style; keep those every style draws; attach meanings."""
     definitions = load_meanings(meaning_sources)
     requested = resolve_characters(chars, definitions)
-    rendered = render_glyphs(requested, choice, size, margin)
-    count = len(rendered.characters)
-    family, style = open_font(choice, 8).getname()
+    renders = [render_glyphs(requested, choice, size, margin) for choice in choices]
+    names = [" ".join(open_font(choice, 8).getname()) for choice in choices]
+    drawn_by_all = set.intersection(*(set(r.characters) for r in renders))
+    kept = [c for c in requested if c in drawn_by_all]
+    if not kept:
+        raise DiffkitError(f"The font ({', '.join(names)}) draws none of the {len(requested)} requested "
+                           "characters; choose characters it covers or another --font.")
+    stacks = []
+    for rendered in renders:
+        position = {character: index for index, character in enumerate(rendered.characters)}
+        stacks.append(rendered.images[[position[c] for c in kept]].reshape(len(kept), size, size))
+    skipped = {(reason if len(renders) == 1 else f"{name}: {reason}"): "".join(missing)
+               for name, rendered in zip(names, renders) for reason, missing in rendered.skipped.items()}
     info = {
-        "font": str(choice.path), "face": choice.face, "font_name": f"{family} {style}",
-        "size": size, "margin": margin, "em_pixels": size - 2 * margin, "requested": len(requested),
-        "skipped": {reason: "".join(chars_) for reason, chars_ in rendered.skipped.items()},
-        "clipped": "".join(rendered.clipped),
+        "fonts": [str(c.path) for c in choices], "face": choices[0].face, "font_name": ", ".join(names),
+        "style_names": names, "size": size, "margin": margin, "em_pixels": size - 2 * margin,
+        "requested": len(requested), "skipped": skipped,
+        "clipped": "".join(sorted({c for r in renders for c in r.clipped})),
         "meaning_source": "+".join(name for name, _ in meaning_sources) or "none",
     }
+    count, style_count = len(kept), len(renders)
     return ImageDataset(
-        images=torch.from_numpy(rendered.images).unsqueeze(1),  # (N, 1, size, size)
-        labels=torch.arange(count, dtype=torch.int64),
-        class_names=rendered.characters,
-        meanings=[definitions.get(c, "") for c in rendered.characters] if meaning_sources else None,
+        images=torch.from_numpy(np.concatenate(stacks)).unsqueeze(1),  # (styles * N, 1, size, size)
+        labels=torch.arange(count, dtype=torch.int64).repeat(style_count),  # style-major order
+        class_names=kept,
+        meanings=[definitions.get(c, "") for c in kept] if meaning_sources else None,
         name="glyphs",
         info=info,
+        styles=torch.arange(style_count).repeat_interleave(count) if style_count > 1 else None,
     )
 
 
 def skipped_count(dataset: ImageDataset) -> int:
-    """How many requested characters the font could not draw."""
-    return sum(len(chars) for chars in dataset.info.get("skipped", {}).values())
+    """How many distinct requested characters were left out (some style could not draw them)."""
+    return len(set("".join(dataset.info.get("skipped", {}).values())))
 
 
-def _check_missing(dataset: ImageDataset, missing: str, choice: FontChoice) -> None:
+def _check_missing(dataset: ImageDataset, missing: str) -> None:
     """With missing="error", refuse a dataset from which characters had to be skipped."""
     count = skipped_count(dataset)
     if missing == "error" and count:
-        lacking = "".join(dataset.info["skipped"].values())
-        raise DiffkitError(f"The font {choice.path.name} lacks {count} of the requested characters "
+        lacking = "".join(dict.fromkeys("".join(dataset.info["skipped"].values())))
+        raise DiffkitError(f"The font ({dataset.info['font_name']}) lacks {count} of the requested characters "
                            f"({lacking[:20]}{'...' if len(lacking) > 20 else ''}); pass --missing skip "
                            "to leave them out, or choose another --font.")
 
