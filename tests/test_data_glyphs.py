@@ -174,3 +174,39 @@ def test_several_styles_draw_every_character_once_per_style(font, tmp_path):
     again = load_dataset("glyphs", data_dir=tmp_path, chars="水火山" + LACKED, variation=["Light", "Bold"],
                          font=[font.path])
     assert again.from_cache and torch.equal(again.styles, dataset.styles)
+
+
+def write_cjk_collection(path: Path, text: str) -> Path:
+    """A small .ttc shaped like Debian's NotoSansCJK-Regular.ttc: static Regular JP and SC faces."""
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+    from fontTools.ttLib.ttCollection import TTCollection
+    from fontTools.varLib.instancer import instantiateVariableFont
+
+    pip_font = find_default_font().path  # .../notosanssc/NotoSansSC[wght].ttf
+    collection = TTCollection()
+    for region, source in [("JP", next(pip_font.parents[1].glob("notosansjp/*.ttf"))), ("SC", pip_font)]:
+        font = TTFont(source)
+        subsetter = subset.Subsetter()
+        subsetter.populate(text=text)
+        subsetter.subset(font)
+        font = instantiateVariableFont(font, {"wght": 400})
+        for record in font["name"].names:
+            if record.nameID in (1, 16):
+                record.string = f"Noto Sans CJK {region}"
+        collection.fonts.append(font)
+    collection.save(path)
+    return path
+
+
+def test_debian_collection_fallback_picks_the_simplified_chinese_face(monkeypatch, tmp_path):
+    """Without the PyPI font, the "Noto Sans CJK SC" face is found inside a .ttc by its family name."""
+    collection = write_cjk_collection(tmp_path / "NotoSansCJK-Regular.ttc", "水火")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "justmytype_intl_cjk" else real_find_spec(name, *a))
+    monkeypatch.setattr(glyphs, "DEBIAN_CJK_FONTS", (tmp_path / "absent.ttc", collection))
+    choice = find_default_font()
+    assert choice.path == collection and choice.face == 1
+    rendered = render_glyphs(["水", "火", "山"], choice, 32, margin=2)
+    assert rendered.characters == ["水", "火"] and rendered.skipped == {"not in the font's cmap": ["山"]}

@@ -63,13 +63,25 @@ def find_default_font() -> FontChoice:
             if found:
                 return FontChoice(found[0])
     for path in DEBIAN_CJK_FONTS:
-        face = _face_with_family(path, "Noto Sans CJK SC") if path.is_file() else None
+        face = face_with_family(path, "Noto Sans CJK SC") if path.is_file() else None
         if face is not None:
             return FontChoice(path, face)
     raise DiffkitError(
         "No CJK font was found; install one with `pip install 'diffkit[glyphs]'` (Noto Sans SC) or "
         "`apt-get install fonts-noto-cjk`, or pass a font file with --font PATH."
     )
+
+
+def face_with_family(path: Path, family: str) -> int | None:
+    """The index of the face named `family` inside a font collection (.ttc), or None."""
+    for index in range(64):  # collections hold a handful of faces; stop at the first index that fails
+        try:
+            name = ImageFont.truetype(str(path), 8, index=index).getname()[0]
+        except OSError:
+            return None
+        if name == family:
+            return index
+    return None
 
 
 def open_font(choice: FontChoice, pixels: int) -> ImageFont.FreeTypeFont:
