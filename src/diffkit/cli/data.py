@@ -56,11 +56,11 @@ def _add_glyph_options(parser: argparse.ArgumentParser, defaults_only: bool = Fa
                         help="font file (.ttf/.otf/.ttc), default Noto Sans SC; repeat for one style per font")
     parser.add_argument("--chars", default="main",
                         help="main (U+4E00-U+9FFF), common (has a meaning), a string, or a UTF-8 file")
+    parser.add_argument("--variation", action="append", default=None,
+                        help="named instance of a variable font (default Regular); repeat for several styles")
     if defaults_only:
         return
     parser.add_argument("--face", type=int, default=None, help="face index inside a .ttc collection")
-    parser.add_argument("--variation", action="append", default=None,
-                        help="named instance of a variable font (default Regular); repeat for several styles")
     parser.add_argument("--margin", type=int, default=None, help="empty pixels around the em square")
     parser.add_argument("--missing", choices=("skip", "error"), default="skip",
                         help="characters the font lacks: skip and count them, or stop")
@@ -115,7 +115,7 @@ def run_show(args: argparse.Namespace) -> int:
     from diffkit.data import dataset_options, load_dataset
 
     wanted = {"path": args.path, "source": args.source, "strict": args.strict, "download": args.download,
-              "font": args.font, "chars": args.chars, "force": args.force}
+              "font": args.font, "variation": args.variation, "chars": args.chars, "force": args.force}
     accepted = set(dataset_options(args.name)) if args.name in _known_names() else set()
     options = {key: value for key, value in wanted.items() if key in accepted and value not in (None, False)}
     if args.name == "glyphs" and options.get("chars") == "main":
