@@ -82,7 +82,7 @@ def test_guided_samples_of_a_trained_two_class_model_hit_the_class_more_often_as
         images = sample(cfg(model, scale, NULL_LABEL), schedule, (600, *SHAPE), sampler="ddim", steps=20, y=labels,
                         generator=torch.Generator().manual_seed(0))
         fractions.append(float((classify(images) == labels).float().mean()))
-    # Measured 0.49, 0.95, 1.00 (with 1000 samples): unguided ignores the label, guidance sharpens it.
+    # Measured 0.48, 0.95, 1.00 (0.998 at scale 2): unguided ignores the label, guidance sharpens it.
     assert abs(fractions[0] - 0.5) < 0.1, fractions
     assert fractions[1] > 0.85 and fractions[2] >= fractions[1] and fractions[2] > 0.97, fractions
 

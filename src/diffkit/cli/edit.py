@@ -81,8 +81,8 @@ def _open(args: argparse.Namespace, n: int):
     return bundle, denoise, labels
 
 
-def _read(path: str, bundle) -> Tensor:
-    """A picture as (1, C, H, W) in [-1, 1], refused unless it has the model's image size."""
+def _read(path: str, bundle, device: str) -> Tensor:
+    """A picture as (1, C, H, W) in [-1, 1] on `device`, refused unless it has the model's image size."""
     from diffkit.images import load_image
 
     channels, height, width = bundle.image_shape
@@ -90,10 +90,11 @@ def _read(path: str, bundle) -> Tensor:
     if tuple(image.shape[-2:]) != (height, width):
         raise DiffkitError(f"The image {path} is {image.shape[-1]}x{image.shape[-2]} pixels but this model makes "
                            f"{width}x{height} images; resize it first.")
-    return image
+    return image.to(device)
 
 
 def _generator(args: argparse.Namespace) -> torch.Generator:
+    """The seeded generator on the chosen device."""
     return torch.Generator(device=args.device).manual_seed(args.seed)
 
 
@@ -102,8 +103,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from diffkit.images import load_image, save_grid
 
     bundle, denoise, labels = _open(args, args.n)
-    image = _read(args.image, bundle)
-    mask = load_image(args.mask, channels=1)  # (1, H, W) in [-1, 1]
+    image = _read(args.image, bundle, args.device)
+    mask = load_image(args.mask, channels=1).to(args.device)  # (1, H, W) in [-1, 1]
     known = mask < 0  # black (and dark grey) pixels are kept
     results = inpaint(denoise, bundle.schedule, image.expand(args.n, -1, -1, -1), known, steps=args.steps,
                       y=labels, generator=_generator(args), resample=args.resample, jump=args.jump, clip_x0=1.0)
@@ -117,7 +118,7 @@ def run_img2img(args: argparse.Namespace) -> int:
     from diffkit.images import save_grid
 
     bundle, denoise, labels = _open(args, args.n)
-    image = _read(args.image, bundle)
+    image = _read(args.image, bundle, args.device)
     results = img2img(denoise, bundle.schedule, image.expand(args.n, -1, -1, -1), args.strength,
                       sampler=args.sampler, steps=args.steps, y=labels, generator=_generator(args), clip_x0=1.0)
     print(f"wrote {save_grid(torch.cat([image, results]), args.out, nrow=args.n + 1)}")
@@ -129,7 +130,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     from diffkit.images import save_grid
 
     bundle, denoise, labels = _open(args, 1)
-    image_a, image_b = _read(args.image_a, bundle), _read(args.image_b, bundle)
+    image_a, image_b = _read(args.image_a, bundle, args.device), _read(args.image_b, bundle, args.device)
     strip = interpolate(denoise, bundle.schedule, image_a, image_b, frames=args.frames, steps=args.steps,
                         y=labels, refine=args.refine)
     print(f"wrote {save_grid(strip, args.out, nrow=args.frames)}")
@@ -148,7 +149,7 @@ def parse_scales(text: str) -> list[float]:
 
 
 def write_guidance_sweep(bundle, scales: list[float], path: str, *, n: int, seed: int, sampler: str,
-                         steps: int | None, label: int | None, device: str = "cpu") -> str:
+                         steps: int | None, label: int | None, spacing: str = "trailing", device: str = "cpu") -> str:
     """Sample n images per scale from the same noise and save one grid row per scale; returns the path written."""
     from diffkit.bundle import sample_labels
     from diffkit.images import save_grid
@@ -159,5 +160,6 @@ def write_guidance_sweep(bundle, scales: list[float], path: str, *, n: int, seed
     labels = sample_labels(n, model.num_classes, label, device)
     check_conditioning(model.num_classes, model.context_dim, labels, max(scales))  # refuse before sampling
     rows = guidance_sweep(bundle.denoiser, bundle.schedule.to(device), (n, *bundle.image_shape), labels, scales,
-                          model.num_classes, seed=seed, sampler=sampler, steps=steps, device=device, clip_x0=1.0)
+                          model.num_classes, seed=seed, sampler=sampler, steps=steps, spacing=spacing, device=device,
+                          clip_x0=1.0)
     return str(save_grid(rows, path, nrow=n))
