@@ -6,7 +6,9 @@ import torch
 from diffkit.errors import DiffkitError
 from diffkit.guidance import cfg, check_conditioning, drop_labels, guidance_sweep
 from diffkit.sampling import sample
-from tiny_models import NULL_LABEL, SHAPE, classify, trained_tiny_model
+from tiny_models import NULL_LABEL, SHAPE, classify, one_thread, trained_tiny_model
+
+single_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 def test_drop_labels_replaces_the_requested_fraction_with_the_null_label():

@@ -8,7 +8,7 @@ from diffkit.errors import DiffkitError
 from diffkit.oracle import gaussian_oracle
 from diffkit.process import signal_noise
 from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, euler, euler_ancestral, get_sampler, heun, sample,
-                              sampling_schedule)
+                              sampling_schedule, unipc)
 from diffkit.schedule import cosine, karras, linear, log_snr_at
 
 MU, S = 0.3, 0.5
@@ -38,7 +38,7 @@ def test_every_sampler_recovers_the_gaussian_at_its_recommended_settings(name):
     # The declared cost is honest: Heun's last step is a single Euler evaluation.
     expected = entry.evaluations_per_step * entry.recommended_steps - (1 if name == "heun" else 0)
     assert oracle.calls == expected
-    if name == "dpmpp_2m":
+    if name in ("dpmpp_2m", "unipc"):
         assert oracle.calls <= 20
 
 
@@ -158,6 +158,26 @@ def test_dpmpp_2m_on_the_karras_grid_matches_diffusers():
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), index
 
 
+@pytest.mark.parametrize(("beta_schedule", "steps"), [("linear", 10), ("squaredcos_cap_v2", 15), ("linear", 3)])
+def test_unipc_matches_diffusers_step_for_step(beta_schedule, steps):
+    from diffusers import UniPCMultistepScheduler
+
+    reference = UniPCMultistepScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule,
+                                        timestep_spacing="trailing")  # bh2, order 2, predict_x0, lower_order_final
+    reference.set_timesteps(steps)
+    full = (linear if beta_schedule == "linear" else cosine)(1000)
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    network, x, theirs = FakeNetwork(full), x_T, []
+    for t in reference.timesteps:
+        x = reference.step(network(x, t.expand(3)), t, x).prev_sample
+        theirs.append(reference.last_sample.clone())  # the corrected point, which our Steps carry
+    theirs.append(x)
+    ours = [step.x_t for step in unipc(FakeNetwork(full), x_T, sampling_schedule(full, steps, "trailing"))]
+    assert len(ours) == len(theirs) == steps + 1
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.allclose(a, b, atol=1e-4 * (1 + float(b.abs().max())), rtol=1e-4), index
+
+
 @pytest.mark.parametrize(("name", "scheduler_name", "spacing"), [
     ("euler", "EulerDiscreteScheduler", "trailing"), ("euler", "EulerDiscreteScheduler", "karras"),
     ("heun", "HeunDiscreteScheduler", "linspace"), ("euler_ancestral", "EulerAncestralDiscreteScheduler", "trailing"),
@@ -187,7 +207,7 @@ def test_sigma_samplers_match_diffusers(name, scheduler_name, spacing):
 
 
 def test_bad_names_steps_and_spacings_are_refused_with_the_choices():
-    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, euler, heun, euler_ancestral"):
+    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, euler, heun, euler_ancestral, unipc"):
         get_sampler("plms")
     with pytest.raises(DiffkitError, match="karras"):
         sampling_schedule(linear(100), 10, "quadratic")

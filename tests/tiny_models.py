@@ -38,6 +38,14 @@ class TinyDenoiser(nn.Module):
         return self.net(torch.cat([x_t.flatten(1), condition], dim=1)).view_as(x_t)
 
 
+def one_thread():
+    """Run a test on one torch thread: tiny matrices on a busy 2-core machine are several times faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def draw_data(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (count, 1, 4, 4), labels (count,)) of the two classes."""
     labels = torch.randint(0, 2, (count,), generator=generator)

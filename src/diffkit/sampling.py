@@ -124,6 +124,55 @@ def dpmpp_2m(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | Non
     yield Step(-1, x, x)
 
 
+def unipc(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None = None, *,
+          generator: torch.Generator | None = None, clip_x0: float | None = None) -> Iterator[Step]:
+    """UniPC-2 (Zhao et al. 2023, B(h) = e^h - 1 "bh2", data prediction): the predictor UniP-2 is DPM-Solver++(2M);
+    the corrector UniC refines each new point with the model's x0 there, which the next predictor re-uses, so it
+    costs no extra evaluation. Orders as diffusers' UniPCMultistepScheduler (first order first and last)."""
+    x, lambdas = x_T, 0.5 * schedule.log_snr.to(x_T.device)  # lambda = log(alpha / sigma)
+    history: list[tuple[Tensor, int]] = []  # (x0_hat, index) of the points visited, latest last
+    last_x, order = None, 1
+    for i in reversed(range(schedule.T)):
+        _, x0_hat = _predict(denoise, schedule, x, i, y, clip_x0)
+        if last_x is not None:  # UniC (Algorithm 2) for the point just reached, at the same order as its predictor
+            x = _unipc_update(schedule, lambdas, last_x, i + 1, history[-order:], x0_hat)
+        yield Step(training_step(schedule, i), x, x0_hat)
+        history.append((x0_hat, i))
+        order = min(2, i + 1, len(history))  # warm up, then second order; first order for the last step
+        last_x = x
+        x = _unipc_update(schedule, lambdas, x, i, history[-order:], None)
+    yield Step(-1, x, x)
+
+
+def _unipc_update(schedule: Schedule, lambdas: Tensor, x: Tensor, i: int, history: list[tuple[Tensor, int]],
+                  x0_new: Tensor | None) -> Tensor:
+    """One UniP step from index i (x0_new None) or one UniC correction of it (x0_new: the model's x0 at the
+    point reached), both in data prediction with B(h) = e^-h - 1 (UniPC eq. 8 and Algorithm 1-2, bh2)."""
+    (m0, _), earlier = history[-1], history[:-1]
+    alpha_s, sigma_s = signal_noise(schedule, i, x)
+    alpha_t, sigma_t = _target_signal_noise(schedule, i, x)
+    lambda_s = gather(lambdas, i, x)
+    h = gather(lambdas, i - 1, x) - lambda_s if i > 0 else torch.full_like(lambda_s, float("inf"))
+    h_phi_1 = torch.expm1(-h)  # = B(h) for bh2
+    # The DDIM / first-order part, sigma_t / sigma_s x - alpha_t (e^-h - 1) m0, written finitely at sigma_t = 0.
+    x_next = (sigma_t / sigma_s) * x + (alpha_t - sigma_t * alpha_s / sigma_s) * m0
+    differences = [((m1 - m0) / ((gather(lambdas, j, x) - lambda_s) / h), (gather(lambdas, j, x) - lambda_s) / h)
+                   for m1, j in earlier]  # [(D1, r_k)] for the one earlier point of order 2
+    if x0_new is None:
+        correction = 0.5 * differences[0][0] if differences else 0.0  # UniP-2: rho = 1/2
+    else:
+        # UniC: solve R rho = b with R = [[1, 1], [r_1, 1]], b_k = k! h phi_{k+1}(h) / B(h) (order 2) or rho = 1/2.
+        b1 = (h_phi_1 / -h - 1) / h_phi_1
+        if differences:
+            b2 = ((h_phi_1 / -h - 1) / -h - 0.5) * 2 / h_phi_1
+            rk = differences[0][1]
+            rho_0 = (b1 - b2) / (1 - rk)
+            correction = rho_0 * differences[0][0] + (b1 - rho_0) * (x0_new - m0)
+        else:
+            correction = 0.5 * (x0_new - m0)
+    return x_next - alpha_t * h_phi_1 * correction
+
+
 def _target_signal_noise(schedule: Schedule, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
     """(sqrt(alpha_bar), sqrt(1 - alpha_bar)) of the step after index i, with (1, 0) after index 0."""
     alpha_bar_prev = gather(schedule.alpha_bar_prev, i, x)
@@ -221,6 +270,7 @@ SAMPLERS: dict[str, Sampler] = {
     # Gaussian oracle it needs 80 Karras steps (159 evaluations) where DPM-Solver++ needs 20; see DESIGN.md.
     "heun": Sampler(heun, 2, 80, "karras"),
     "euler_ancestral": Sampler(euler_ancestral, 1, 200),
+    "unipc": Sampler(unipc, 1, 20),
 }
 
 
