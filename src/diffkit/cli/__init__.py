@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from diffkit.cli import sample, train
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = ()
+COMMANDS: tuple = (train, sample)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,85 @@
+"""The training-state checkpoint `state.ckpt`: written atomically by rank 0, read with weights_only=True.
+
+It holds the network, EMA, optimizer, step, data position and every random state of every process
+(each process's global torch RNG and its loss-noise generator, gathered to rank 0 as uint8 tensors), so a
+resumed run continues bit-for-bit where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric import Fabric
+from torch import Tensor
+
+from diffkit.errors import DiffkitError
+
+STATE_FILE = "state.ckpt"
+FORMAT_VERSION = 1
+
+
+def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
+    """torch.save to a temporary file, then rename, so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".partial")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a training state on the CPU without executing code from it (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DiffkitError(f"{path} does not exist; resume a run directory that holds a {STATE_FILE}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as error:
+        raise DiffkitError(f"Cannot read the training state {path} ({error}); it is damaged or not a "
+                           "diffkit checkpoint.") from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise DiffkitError(f"{path} is not a diffkit training state (format {FORMAT_VERSION}).")
+    return state
+
+
+def _gather(fabric: Fabric, tensor: Tensor) -> Tensor:
+    """(world_size, ...) stack of one uint8 tensor from every process (rank order), on the CPU."""
+    if fabric.world_size == 1:
+        return tensor[None].cpu()
+    with warnings.catch_warnings():  # Fabric's all_gather calls a torch function that warns it is deprecated
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
+        return fabric.all_gather(tensor.to(fabric.device)).cpu()
+
+
+def gather_random_states(fabric: Fabric, noise: torch.Generator) -> dict[str, Tensor]:
+    """Every process's global torch RNG state and noise-generator state, stacked by rank."""
+    states = {"torch": torch.get_rng_state(), "noise": noise.get_state()}
+    if fabric.device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(fabric.device)
+    return {name: _gather(fabric, state) for name, state in states.items()}
+
+
+def restore_random_states(states: dict[str, Tensor], rank: int, world_size: int, noise: torch.Generator,
+                          device: torch.device) -> bool:
+    """Restore this process's random states; False when the checkpoint came from another process count."""
+    if states["torch"].shape[0] != world_size:
+        return False
+    torch.set_rng_state(states["torch"][rank])
+    noise.set_state(states["noise"][rank])
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"][rank], device)
+    return True
+
+
+def save_training_state(fabric: Fabric, path: str | Path, state: dict[str, Any], noise: torch.Generator) -> None:
+    """Gather random states from all processes and write `state` + them atomically on rank 0."""
+    random_states = gather_random_states(fabric, noise)  # a collective: every process must call this
+    if fabric.is_global_zero:
+        atomic_save({"format": FORMAT_VERSION, **state, "random": random_states}, path)
+    fabric.barrier()
