@@ -9,6 +9,7 @@ and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files; every process draw
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import signal
 import threading
@@ -138,7 +139,10 @@ def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, 
 def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
     if resume:
         directory = Path(run_dir)
-        saved = load_state(directory / STATE_FILE)["config"]
+        if not (directory / STATE_FILE).is_file() or not (directory / "config.json").is_file():
+            raise DiffkitError(f"{directory} holds no {STATE_FILE} and config.json to resume from; pass the "
+                               "directory of a run that has written a checkpoint.")
+        saved = json.loads((directory / "config.json").read_text())
         changed = [f"{section}.{key}" for section in FIXED_SECTIONS for key, value in config.to_dict()[section].items()
                    if saved[section].get(key) != value]
         if changed:
@@ -284,7 +288,11 @@ class StopRequest:
 
 def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = False,
           dataset: TrainingImages | None = None, launch: Launch = Launch(), name: str = "run") -> TrainResult:
-    """Train (or with resume=True continue) the run in `run_dir` until a budget or a signal stops it."""
+    """Train (or with resume=True continue) the run in `run_dir` until a budget or a signal stops it.
+
+    Seeds the global torch RNG (network initialisation and dropout come from it); `dataset` replaces the
+    config's data section (any object with uint8 `images`, int64 `labels` and `num_classes`).
+    """
     fabric = make_fabric(config, launch)
     fabric.launch()
     if dataset is None:
