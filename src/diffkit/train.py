@@ -126,14 +126,21 @@ def resolve_config(config: Config, dataset: TrainingImages) -> Config:
 
 def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
     """Rank 0 checks or creates the run directory (a fresh runs/NAME[-k] when none is given); all ranks agree."""
-    chosen = None
+    chosen, problem = None, None
     if fabric.is_global_zero:
-        chosen = _checked_run_dir(config, run_dir, name, resume)
-        chosen.mkdir(parents=True, exist_ok=True)
-        (chosen / SAMPLES_DIR).mkdir(exist_ok=True)
-        save_config(config, chosen / "config.json")
-        print(f"diffkit: run directory {chosen}\n{format_config(config)}", flush=True)
-    return Path(fabric.broadcast(str(chosen) if chosen else None))
+        try:
+            chosen = _checked_run_dir(config, run_dir, name, resume)
+        except DiffkitError as error:
+            problem = str(error)
+        else:
+            chosen.mkdir(parents=True, exist_ok=True)
+            (chosen / SAMPLES_DIR).mkdir(exist_ok=True)
+            save_config(config, chosen / "config.json")
+            print(f"diffkit: run directory {chosen}\n{format_config(config)}", flush=True)
+    chosen, problem = fabric.broadcast((str(chosen) if chosen else None, problem))
+    if problem:  # every process stops with rank 0's reason instead of waiting for it forever
+        raise DiffkitError(problem)
+    return Path(chosen)
 
 
 def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
