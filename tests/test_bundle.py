@@ -142,3 +142,10 @@ def test_bundle_config_is_the_resolved_one(tmp_path):
     save_bundle(tmp_path, unsized, UNet(config.model))
     with pytest.raises(DiffkitError, match="no data.size"):
         load(tmp_path)
+
+
+def test_samples_are_clipped_to_the_image_range_unless_asked_not_to(bundle_dir):
+    bundle = load(bundle_dir)  # random weights: wild x0 predictions
+    clipped = bundle.sample(3, steps=4, seed=0)
+    assert clipped.abs().max() <= 1 + 1e-5
+    assert bundle.sample(3, steps=4, seed=0, clip_x0=None).abs().max() > 1

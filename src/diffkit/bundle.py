@@ -7,6 +7,7 @@ that differ), and returns a `Bundle`: the network, the training schedule, the co
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
 from diffkit.process import Denoiser, eps_denoiser
-from diffkit.sampling import Step, sample_steps
+from diffkit.sampling import Step, get_sampler, sample_steps
 from diffkit.schedule import Schedule, make_schedule
 
 CONFIG_FILE = "config.json"
@@ -65,9 +66,15 @@ class Bundle:
 
     def sample_steps(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
                      seed: int | None = None, label: int | None = None, spacing: str | None = None,
-                     **options) -> Iterator[Step]:
-        """The sampler's steps for n images (defaults from the config's [sample] section)."""
+                     clip_x0: float | None = 1.0, **options) -> Iterator[Step]:
+        """The sampler's steps for n images (defaults from the config's [sample] section).
+
+        Images live in [-1, 1], so x0 predictions are clipped to it (clip_x0=1) by samplers that take clip_x0.
+        """
         defaults = self.config.sample
+        sampler = sampler or defaults.sampler
+        if clip_x0 is not None and "clip_x0" in inspect.signature(get_sampler(sampler).run).parameters:
+            options["clip_x0"] = clip_x0
         n = defaults.n if n is None else n
         if n < 1:
             raise DiffkitError(f"The number of samples must be at least 1, not {n}.")
@@ -76,7 +83,7 @@ class Bundle:
         y = sample_labels(n, self.config.model.num_classes, label, device)
         return sample_steps(
             self.denoiser, self.schedule.to(device), (n, *self.image_shape),
-            sampler=sampler or defaults.sampler, steps=steps or defaults.steps, spacing=spacing or defaults.spacing,
+            sampler=sampler, steps=steps or defaults.steps, spacing=spacing or defaults.spacing,
             y=y, generator=generator, device=device, **options,
         )
 
