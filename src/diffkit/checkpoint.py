@@ -1,12 +1,14 @@
-"""The training-state checkpoint `state.ckpt`: written atomically by rank 0, read with weights_only=True.
+"""The run directory and its training state `state.ckpt`: written atomically by rank 0, read with weights_only=True.
 
 It holds the network, EMA, optimizer, step, data position and every random state of every process
 (each process's global torch RNG and its loss-noise generator, gathered to rank 0 as uint8 tensors), so a
-resumed run continues bit-for-bit where the checkpoint left off.
+resumed run continues bit-for-bit where the checkpoint left off. `prepare_run_dir` picks or checks the
+directory for a new or resumed run on rank 0 and tells every process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -18,10 +20,13 @@ import torch
 from lightning.fabric import Fabric
 from torch import Tensor
 
+from diffkit.config import Config, format_config, save_config
 from diffkit.errors import DiffkitError
 
 STATE_FILE = "state.ckpt"
 FORMAT_VERSION = 1
+SAMPLES_DIR = "samples"
+FIXED_SECTIONS = ("model", "diffusion", "data")  # what a resumed run may not change
 
 
 def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
@@ -83,3 +88,48 @@ def save_training_state(fabric: Fabric, path: str | Path, state: dict[str, Any],
     if fabric.is_global_zero:
         atomic_save({"format": FORMAT_VERSION, **state, "random": random_states}, path)
     fabric.barrier()
+
+
+def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
+    """Rank 0 checks or creates the run directory (a fresh runs/NAME[-k] when none is given); all ranks agree."""
+    chosen, problem = None, None
+    if fabric.is_global_zero:
+        try:
+            chosen = _checked_run_dir(config, run_dir, name, resume)
+        except DiffkitError as error:
+            problem = str(error)
+        else:
+            chosen.mkdir(parents=True, exist_ok=True)
+            (chosen / SAMPLES_DIR).mkdir(exist_ok=True)
+            save_config(config, chosen / "config.json")
+            print(f"diffkit: run directory {chosen}\n{format_config(config)}", flush=True)
+    chosen, problem = fabric.broadcast((str(chosen) if chosen else None, problem))
+    if problem:  # every process stops with rank 0's reason instead of waiting for it forever
+        raise DiffkitError(problem)
+    return Path(chosen)
+
+
+def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
+    if resume:
+        directory = Path(run_dir)
+        if not (directory / STATE_FILE).is_file() or not (directory / "config.json").is_file():
+            raise DiffkitError(f"{directory} holds no {STATE_FILE} and config.json to resume from; pass the "
+                               "directory of a run that has written a checkpoint.")
+        saved = json.loads((directory / "config.json").read_text())
+        changed = [f"{section}.{key}" for section in FIXED_SECTIONS for key, value in config.to_dict()[section].items()
+                   if saved[section].get(key) != value]
+        if changed:
+            raise DiffkitError(f"Cannot resume {directory} with a different {', '.join(changed)}; only train.* "
+                               "and sample.* may change when resuming.")
+        return directory
+    if run_dir is None:
+        directory, suffix = Path("runs") / name, 1
+        while (directory / STATE_FILE).exists() or (directory / "config.json").exists():
+            suffix += 1
+            directory = Path("runs") / f"{name}-{suffix}"
+        return directory
+    directory = Path(run_dir)
+    if (directory / STATE_FILE).exists():
+        raise DiffkitError(f"{directory} already holds a run; pass --resume {directory} to continue it, "
+                           "or choose another --run-dir.")
+    return directory

@@ -9,7 +9,6 @@ and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files; every process draw
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import threading
@@ -23,8 +22,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of
-from diffkit.checkpoint import STATE_FILE, load_state, restore_random_states, save_training_state
-from diffkit.config import Config, TrainConfig, format_config, save_config
+from diffkit.checkpoint import (SAMPLES_DIR, STATE_FILE, load_state, prepare_run_dir, restore_random_states,
+                                save_training_state)
+from diffkit.config import Config, TrainConfig
 from diffkit.ema import EMA, ema_decay
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
@@ -35,10 +35,6 @@ from diffkit.run_log import MetricsLog
 from diffkit.schedule import Schedule
 from diffkit.train_data import (NOISE_STREAM, SAMPLE_STREAM, TORCH_STREAM, ShardedBatches, TrainingImages,
                                 derive_seed, load_training_images)
-
-SAMPLES_DIR = "samples"
-FIXED_SECTIONS = ("model", "diffusion", "data")  # what a resumed run may not change
-
 
 @dataclass(frozen=True)
 class Launch:
@@ -122,51 +118,6 @@ def resolve_config(config: Config, dataset: TrainingImages) -> Config:
         raise DiffkitError(f"model.num_classes={classes} but the dataset has {dataset.num_classes} classes; "
                            f"set model.num_classes={dataset.num_classes} (or 0 for an unconditional model).")
     return dataclasses.replace(config, data=dataclasses.replace(config.data, size=size))
-
-
-def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
-    """Rank 0 checks or creates the run directory (a fresh runs/NAME[-k] when none is given); all ranks agree."""
-    chosen, problem = None, None
-    if fabric.is_global_zero:
-        try:
-            chosen = _checked_run_dir(config, run_dir, name, resume)
-        except DiffkitError as error:
-            problem = str(error)
-        else:
-            chosen.mkdir(parents=True, exist_ok=True)
-            (chosen / SAMPLES_DIR).mkdir(exist_ok=True)
-            save_config(config, chosen / "config.json")
-            print(f"diffkit: run directory {chosen}\n{format_config(config)}", flush=True)
-    chosen, problem = fabric.broadcast((str(chosen) if chosen else None, problem))
-    if problem:  # every process stops with rank 0's reason instead of waiting for it forever
-        raise DiffkitError(problem)
-    return Path(chosen)
-
-
-def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
-    if resume:
-        directory = Path(run_dir)
-        if not (directory / STATE_FILE).is_file() or not (directory / "config.json").is_file():
-            raise DiffkitError(f"{directory} holds no {STATE_FILE} and config.json to resume from; pass the "
-                               "directory of a run that has written a checkpoint.")
-        saved = json.loads((directory / "config.json").read_text())
-        changed = [f"{section}.{key}" for section in FIXED_SECTIONS for key, value in config.to_dict()[section].items()
-                   if saved[section].get(key) != value]
-        if changed:
-            raise DiffkitError(f"Cannot resume {directory} with a different {', '.join(changed)}; only train.* "
-                               "and sample.* may change when resuming.")
-        return directory
-    if run_dir is None:
-        directory, suffix = Path("runs") / name, 1
-        while (directory / STATE_FILE).exists() or (directory / "config.json").exists():
-            suffix += 1
-            directory = Path("runs") / f"{name}-{suffix}"
-        return directory
-    directory = Path(run_dir)
-    if (directory / STATE_FILE).exists():
-        raise DiffkitError(f"{directory} already holds a run; pass --resume {directory} to continue it, "
-                           "or choose another --run-dir.")
-    return directory
 
 
 def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: Path, resume: bool) -> Run:
