@@ -127,3 +127,8 @@ def test_overrides_leave_the_original_untouched():
     config = tiny_config()
     changed = apply_overrides(config, ["train.lr=0.5"])
     assert config.train.lr == 1e-3 and changed.train.lr == 0.5
+
+
+def test_a_bare_preset_name_means_the_file_in_configs(monkeypatch):
+    monkeypatch.chdir(PRESETS.parent)
+    assert load_config("glyphs32") == load_config(PRESETS / "glyphs32.toml")
