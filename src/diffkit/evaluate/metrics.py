@@ -127,8 +127,8 @@ def kid(features1: ArrayLike, features2: ArrayLike, *, generator: torch.Generato
         # Unbiased MMD² (Gretton et al. 2012, eq. 3): within-set sums skip the diagonal i = j.
         within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
         values[index] = within - 2 * k_xy.mean()
-    std = values.std().item() if subsets > 1 else 0.0
-    return values.mean().item(), std
+    # Population std over subsets, as torch-fidelity reports it (np.std).
+    return values.mean().item(), values.std(correction=0).item()
 
 
 # ---------------------------------------------------------------- k-NN manifold metrics
