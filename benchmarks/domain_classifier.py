@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
     parser.add_argument("--flip", action="store_true", help="random horizontal flips while training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -56,21 +57,22 @@ def main() -> None:
     test_images, test_labels = load_split("t10k")
     start = time.perf_counter()
     model = train_classifier(train_images, train_labels, steps=args.steps, batch_size=args.batch_size,
-                             flip=args.flip, generator=torch.Generator().manual_seed(args.seed))
+                             width=args.width, flip=args.flip, generator=torch.Generator().manual_seed(args.seed))
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     test_accuracy = accuracy(model, test_images, test_labels)
     eval_seconds = time.perf_counter() - start
 
     result = {
-        "dataset": "fashion_mnist", "steps": args.steps, "batch_size": args.batch_size, "flip": args.flip,
+        "dataset": "fashion_mnist", "steps": args.steps, "batch_size": args.batch_size, "width": args.width,
+        "flip": args.flip,
         "seed": args.seed, "threads": args.threads, "test_accuracy": test_accuracy,
         "train_seconds": round(train_seconds, 1), "test_eval_seconds": round(eval_seconds, 1),
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(f"| steps | batch | flip | test accuracy | train s | eval s |\n|---|---|---|---|---|---|\n"
-          f"| {args.steps} | {args.batch_size} | {args.flip} | {test_accuracy:.4f} | "
+    print(f"| steps | batch | width | flip | test accuracy | train s | eval s |\n|---|---|---|---|---|---|---|\n"
+          f"| {args.steps} | {args.batch_size} | {args.width} | {args.flip} | {test_accuracy:.4f} | "
           f"{train_seconds:.1f} | {eval_seconds:.1f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -9,6 +9,7 @@ import torch
 
 from diffkit.errors import DiffkitError
 from diffkit.evaluate.metrics import (
+    cached_statistics,
     conditional_accuracy,
     density_coverage,
     feature_statistics,
@@ -70,6 +71,25 @@ def test_statistics_round_trip_and_bad_files(tmp_path):
         load_statistics(tmp_path / "wrong.npz")
     with pytest.raises(DiffkitError, match="matching statistics"):
         frechet_distance(mu, sigma, mu[:4], sigma[:4, :4])
+
+
+def test_cached_statistics_recompute_only_when_the_protocol_changes(tmp_path):
+    calls = []
+
+    def compute(seed):
+        def features():
+            calls.append(seed)
+            return torch.randn(40, 4, generator=torch.Generator().manual_seed(seed))
+        return features
+
+    path = tmp_path / "reference.npz"
+    first = cached_statistics(path, compute(1), extractor="domain", split="test", count=40)
+    again = cached_statistics(path, compute(2), extractor="domain", split="test", count=40)
+    assert calls == [1]
+    np.testing.assert_array_equal(first[1], again[1])
+    changed = cached_statistics(path, compute(3), extractor="inception", split="test", count=40)
+    assert calls == [1, 3] and not np.allclose(changed[0], first[0])
+    assert load_statistics(path)[2]["extractor"] == "inception"
 
 
 def brute_force_mmd2(x: np.ndarray, y: np.ndarray) -> float:

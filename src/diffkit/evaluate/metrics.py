@@ -10,6 +10,7 @@ written here in torch (squared distances in float64, chunked) after the authors'
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,20 @@ def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     if sigma.shape != mu.shape * 2:
         raise DiffkitError(f"{path} holds a mean {mu.shape} and covariance {sigma.shape} that do not match; recompute it.")
     return mu, sigma, metadata
+
+
+def cached_statistics(path: str | Path, compute_features: Callable[[], ArrayLike],
+                      **metadata: str | int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference (mu, sigma) from `path` if its metadata matches, else computed, saved and returned."""
+    path = Path(path)
+    if path.is_file():
+        mu, sigma, stored = load_statistics(path)
+        # A cache made with another extractor, split or count would silently change the protocol.
+        if stored == {key: np.asarray(value).item() for key, value in metadata.items()}:
+            return mu, sigma
+    mu, sigma = feature_statistics(compute_features())
+    save_statistics(path, mu, sigma, **metadata)
+    return mu, sigma
 
 
 # ---------------------------------------------------------------- KID
