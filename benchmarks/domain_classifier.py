@@ -4,7 +4,7 @@ Reads the Debian package `dataset-fashion-mnist` (standard IDX files) directly w
 once `diffkit.data` lands this switches to `load_dataset("fashion_mnist")`.
 Prints a table and writes JSON; optionally saves the trained classifier bundle.
 
-    python benchmarks/domain_classifier.py [--steps 1500] [--save runs/classifiers/fashion28]
+    python benchmarks/domain_classifier.py [--steps 2000] [--width 24] [--save runs/classifiers/fashion28]
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
+    parser.add_argument("--width", type=int, default=24, help="channels of the first conv stage")
     parser.add_argument("--flip", action="store_true", help="random horizontal flips while training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
