@@ -49,12 +49,17 @@ def test_classifier_learns_the_shapes_and_is_reproducible(shapes_classifier, tes
 
 def test_conditional_accuracy_of_real_images_equals_classifier_accuracy(shapes_classifier, test_shapes):
     images, labels = test_shapes
-    direct = sum(int(shapes_classifier(to_unit_range(images[i : i + 1])).argmax()) == int(labels[i])
-                 for i in range(len(labels))) / len(labels)
+    # Heavy noise makes the classifier err, so the equality below is informative.
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(6))
+    images = (to_unit_range(images) + 0.8 * noise).clamp(-1, 1)
+    with torch.no_grad():  # the classifier's accuracy straight from its forward pass, no helpers
+        direct = (shapes_classifier(images).argmax(1) == labels).double().mean().item()
+    assert 0.3 < direct < 0.95
     assert conditional_accuracy(predict(shapes_classifier, images), labels) == pytest.approx(direct, abs=1e-12)
     assert accuracy(shapes_classifier, images, labels) == pytest.approx(direct, abs=1e-6)
     # uint8 and [-1, 1] float inputs are the same images.
-    torch.testing.assert_close(features(shapes_classifier, images), features(shapes_classifier, to_unit_range(images)))
+    clean, _ = test_shapes
+    torch.testing.assert_close(features(shapes_classifier, clean), features(shapes_classifier, to_unit_range(clean)))
 
 
 def box_blur(images: torch.Tensor, radius: int) -> torch.Tensor:
