@@ -1,6 +1,7 @@
 """Benchmark: train the domain classifier on real Fashion-MNIST and report test accuracy and time.
 
-Reads the Debian package `dataset-fashion-mnist` (standard IDX files) directly with numpy for now;
+Reads the Debian package `dataset-fashion-mnist` (standard IDX files; `make data-deps` or
+`apt-get install dataset-fashion-mnist` installs it) directly with numpy for now;
 once `diffkit.data` lands this switches to `load_dataset("fashion_mnist")`.
 Prints a table and writes JSON; optionally saves the trained classifier bundle.
 
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="directory for the classifier bundle")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not IDX_DIRECTORY.is_dir():
+        raise SystemExit(f"{IDX_DIRECTORY} is missing: run `apt-get install dataset-fashion-mnist` first.")
 
     train_images, train_labels = load_split("train")
     test_images, test_labels = load_split("t10k")
