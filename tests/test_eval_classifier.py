@@ -80,6 +80,7 @@ def test_domain_fid_is_zero_against_itself_and_grows_with_noise_and_blur(shapes_
     reference, _ = shape_images(600, seed=2)
     others, _ = shape_images(600, seed=3)
     reference_features = features(shapes_classifier, reference)  # (600, 32)
+    assert reference_features.shape == (600, shapes_classifier.config.feature_dim)
     assert abs(fid_from_features(reference_features, reference_features)) < 1e-8
     others = to_unit_range(others)
     noise = torch.randn(others.shape, generator=torch.Generator().manual_seed(4))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,10 +34,12 @@ class ClassifierConfig:
 
     @property
     def feature_dim(self) -> int:
+        """Length of the feature vector `features()` returns."""
         return 4 * self.width
 
 
 def _conv_block(channels_in: int, channels_out: int) -> nn.Sequential:
+    """3x3 convolution, batch norm, ReLU."""
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False),
         nn.BatchNorm2d(channels_out),
@@ -117,7 +120,9 @@ def train_classifier(images: Tensor, labels: Tensor, *, steps: int, generator: t
     return model.eval()
 
 
-def _batched(model: DomainClassifier, images: Tensor, batch_size: int, function) -> Tensor:
+def _batched(model: DomainClassifier, images: Tensor, batch_size: int,
+             function: Callable[[Tensor], Tensor]) -> Tensor:
+    """Apply `function` to images in batches, in eval and inference mode."""
     _check_images(model, images)
     model.eval()
     with torch.inference_mode():

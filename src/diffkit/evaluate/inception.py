@@ -62,16 +62,16 @@ def _sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=1)
-def load_inception() -> torch.jit.ScriptModule:
-    """Load the FID Inception TorchScript module once per process, checking the file's SHA-1."""
+@lru_cache(maxsize=2)
+def load_inception(device: str = "cpu") -> torch.jit.ScriptModule:
+    """Load the FID Inception TorchScript module once per process and device, checking the file's SHA-1."""
     path = weights_path()
     if _sha1(path) != WEIGHTS_SHA1:
         raise DiffkitError(f"{path} does not match the published FID Inception weights; reinstall {PACKAGE}.")
     with warnings.catch_warnings():
         # TorchScript is the format the file ships in; torch's suggestion (torch.export) does not apply.
         warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning)
-        model = torch.jit.load(str(path), map_location="cpu")
+        model = torch.jit.load(str(path), map_location=device)
     return model.eval()
 
 
@@ -112,29 +112,30 @@ def preprocess(images: Tensor) -> Tensor:
 
 
 class InceptionFeatures:
-    """Callable FID feature extractor: images (N, C, H, W) in [-1, 1] -> pool3 features (N, 2048)."""
+    """Callable FID feature extractor: images (N, C, H, W) in [-1, 1] -> pool3 features (N, 2048) on the CPU."""
 
     name = "inception"
     dim = FEATURE_DIM
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, device: str = "cpu") -> None:
         if batch_size < 1:
             raise DiffkitError(f"batch_size must be at least 1, got {batch_size}; pass a positive integer.")
         self.batch_size = batch_size
-        self.model = load_inception()
+        self.device = torch.device(device)
+        self.model = load_inception(str(self.device))
 
     def __call__(self, images: Tensor) -> Tensor:
         """Features of `images`, computed in batches of `batch_size` under inference mode."""
         chunks = []
         with torch.inference_mode():
             for start in range(0, images.shape[0], self.batch_size):
-                batch = preprocess(images[start : start + self.batch_size])
-                chunks.append(self.model(batch).float())  # (B, 2048)
+                batch = preprocess(images[start : start + self.batch_size].to(self.device))
+                chunks.append(self.model(batch).float().cpu())  # (B, 2048)
         if not chunks:
             return torch.zeros(0, FEATURE_DIM)
         return torch.cat(chunks)  # (N, 2048)
 
 
-def inception_features(images: Tensor, batch_size: int = 32) -> Tensor:
+def inception_features(images: Tensor, batch_size: int = 32, device: str = "cpu") -> Tensor:
     """FID Inception pool3 features (N, 2048) of images (N, C, H, W) in [-1, 1]."""
-    return InceptionFeatures(batch_size=batch_size)(images)
+    return InceptionFeatures(batch_size=batch_size, device=device)(images)
