@@ -38,7 +38,7 @@ demo: $(VENV)/.demo-installed
 	$(DIFFKIT) data glyphs --size 32
 	@if [ -f $(DEMO_RUN)/state.ckpt ]; then \
 		echo "Resuming $(DEMO_RUN) for $(DEMO_MINUTES) more minutes"; \
-		$(DIFFKIT) train --resume $(DEMO_RUN) --max-minutes $(DEMO_MINUTES) --max-steps 1000000; \
+		$(DIFFKIT) train --resume $(DEMO_RUN) --max-minutes $(DEMO_MINUTES); \
 	else \
 		$(DIFFKIT) train --config configs/glyphs32.toml --run-dir $(DEMO_RUN) --max-minutes $(DEMO_MINUTES) $(DEMO_OVERRIDES); \
 	fi
