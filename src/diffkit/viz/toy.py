@@ -112,8 +112,8 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def train_toy(points: Tensor, schedule: Schedule, *, iterations: int = 3000, batch_size: int = 256,
-              learning_rate: float = 3e-3, generator: torch.Generator | None = None,
+def train_toy(points: Tensor, schedule: Schedule, *, iterations: int = 4000, batch_size: int = 256,
+              learning_rate: float = 1e-2, generator: torch.Generator | None = None,
               model: ToyDenoiser | None = None) -> tuple[ToyDenoiser, list[float]]:
     """Fit a ToyDenoiser to points (N, 2) with the image models' diffusion loss; returns it and the loss curve."""
     if iterations < 1 or batch_size < 1:
