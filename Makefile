@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # `torch>=2.4` in pyproject.toml is already satisfied and pip never fetches a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test demo venv clean
+.PHONY: test demo venv clean data-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,14 @@ demo: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Optional real data from Debian: Fashion-MNIST IDX files and Unihan glyph meanings.
+# Tests never need these (they write small files of their own).
+DATA_DEBS := dataset-fashion-mnist unicode-data
+data-deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DATA_DEBS); \
+	else \
+		echo "make data-deps installs Debian packages and needs root: run 'sudo apt-get install $(DATA_DEBS)'"; \
+		echo "(Fashion-MNIST lands in /usr/share/datasets/fashion-mnist, Unihan in /usr/share/unicode)."; \
+	fi

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from diffkit.cli import data
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = ()
+COMMANDS: tuple = (data,)
 
 
 def build_parser() -> argparse.ArgumentParser:
