@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffkit.cli import data
+from diffkit.cli import data, viz
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = (data,)
+COMMANDS: tuple = (data, viz)
 
 
 def build_parser() -> argparse.ArgumentParser:

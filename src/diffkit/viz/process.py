@@ -82,11 +82,11 @@ def _stack_pairs(step: Step, samples: int) -> Tensor:
     return torch.cat([x_t.cpu(), gap, x0_hat.cpu(), gap], dim=3)
 
 
-def trajectory_frames(steps: list[Step], samples: int = 4, dpi: int = 80) -> list[np.ndarray]:
-    """One RGB frame (H, W, 3) uint8 per step: samples in columns, each showing x_t and x0_hat side by side."""
+def trajectory_frames(steps: list[Step], samples: int = 4, dpi: int = 64, max_frames: int = 30) -> list[np.ndarray]:
+    """RGB frames (H, W, 3) uint8 at up to `max_frames` evenly spaced steps: x_t and x0_hat side by side."""
     frames = []
     samples = min(samples, steps[0].x_t.shape[0])
-    for step in steps:
+    for step in [steps[k] for k in evenly_spaced(max_frames, len(steps))]:
         pairs = _stack_pairs(step, samples)  # (S, C, H, 2W + 4)
         row = torch.cat(list(pairs), dim=2)  # (C, H, S * (2W + 4))
         figure = plt.figure(figsize=(max(2.5, 1.1 * samples * 2), 1.9), dpi=dpi)
