@@ -100,24 +100,27 @@ def trajectory_frames(steps: list[Step], samples: int = 4, dpi: int = 64, max_fr
 
 
 def save_animation(frames: list[np.ndarray], path: str | Path, fps: float = 10.0, hold_last: int = 10) -> Path:
-    """Write frames as a looping GIF, or an MP4 when the path ends in .mp4 and imageio-ffmpeg is installed."""
+    """Write frames as a looping GIF, or an MP4 when the path ends in .mp4 and imageio-ffmpeg is installed.
+
+    The last frame stays on screen `hold_last` frame-times, so the finished sample lingers before the loop.
+    """
+    import imageio.v2
     import imageio.v3 as iio
 
     path = Path(path)
-    frames = list(frames) + [frames[-1]] * hold_last  # linger on the finished sample before looping
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".gif":
-        iio.imwrite(path, np.stack(frames), duration=1000.0 / fps, loop=0)
+        # GIF writers merge identical frames, so the pause is a longer duration on the last one.
+        durations = [1000.0 / fps] * (len(frames) - 1) + [1000.0 / fps * (1 + hold_last)]
+        iio.imwrite(path, np.stack(frames), duration=durations, loop=0)
     elif suffix == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError as error:
             raise DiffkitError("Writing MP4 needs the imageio-ffmpeg package; pip install imageio-ffmpeg "
                                "or write a .gif instead.") from error
-        import imageio.v2
-
-        imageio.v2.mimwrite(path, frames, fps=fps)
+        imageio.v2.mimwrite(path, list(frames) + [frames[-1]] * hold_last, fps=fps)
     else:
         raise DiffkitError(f"Cannot write an animation to {path}; use a file ending in .gif or .mp4.")
     return path
