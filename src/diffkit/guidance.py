@@ -1,11 +1,17 @@
-"""Classifier-free guidance (Ho & Salimans 2022): train with labels dropped, sample with a guided denoiser."""
+"""Classifier-free guidance (Ho & Salimans 2022): train with labels dropped, sample with a guided denoiser,
+and compare guidance scales side by side."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from diffkit.errors import DiffkitError
+from diffkit.process import Denoiser
+from diffkit.sampling import sample
+from diffkit.schedule import Schedule
 
 
 def drop_labels(y: Tensor, p_uncond: float, null_label: int, generator: torch.Generator | None = None) -> Tensor:
@@ -20,3 +26,77 @@ def drop_labels(y: Tensor, p_uncond: float, null_label: int, generator: torch.Ge
     if y.is_floating_point():  # text embeddings (B, D): the null condition is the zero vector
         return torch.where(drop[:, None], torch.zeros_like(y), y)
     return torch.where(drop, torch.full_like(y, null_label), y)
+
+
+def null_condition(y: Tensor, null_label: int | None) -> Tensor:
+    """The unconditional input matching y: the null label for class ids, the zero vector for text embeddings."""
+    if y.is_floating_point():
+        return torch.zeros_like(y)
+    if null_label is None:
+        raise DiffkitError("Guidance with class labels needs the model's null label; pass null_label.")
+    return torch.full_like(y, null_label)
+
+
+def cfg(denoise: Denoiser, scale: float, null_label: int | None = None) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6): eps = eps_u + scale (eps_c - eps_u).
+
+    One forward of 2B (conditional and unconditional halves batched); scale 1 is the conditional denoiser
+    itself and scale 0 the unconditional one, each with a single forward of B, so both are exact.
+    """
+    if scale < 0:
+        raise DiffkitError(f"The guidance scale must be at least 0, not {scale}.")
+    if scale == 1:
+        return denoise
+
+    def guided(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        if y is None:
+            raise DiffkitError("Guidance needs labels or text vectors to guide towards; pass y.")
+        null = null_condition(y, null_label)
+        if scale == 0:
+            return denoise(x_t, t, null)
+        eps = denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))  # (2B, C, H, W)
+        eps_conditional, eps_unconditional = eps.chunk(2)
+        return eps_unconditional + scale * (eps_conditional - eps_unconditional)
+
+    return guided
+
+
+def check_conditioning(num_classes: int, context_dim: int, labels: Tensor | None, scale: float) -> None:
+    """Refuse labels or guidance a model cannot take: one sentence naming the bad value and the valid ones."""
+    if scale < 0:
+        raise DiffkitError(f"The guidance scale must be at least 0, not {scale}.")
+    conditional = num_classes > 0 or context_dim > 0
+    if not conditional and scale != 1:
+        raise DiffkitError(f"Guidance scale {scale} needs a conditional model, but this model is unconditional; "
+                           "drop the guidance option or train with classes.")
+    if labels is None:
+        return
+    if not conditional:
+        raise DiffkitError("This model is unconditional, so it takes no labels; drop the label option.")
+    if num_classes > 0 and not labels.is_floating_point():
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if bad.numel():
+            raise DiffkitError(f"Label {int(bad[0])} is out of range; this model has classes 0 to {num_classes - 1}.")
+
+
+def guidance_sweep(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], labels: Tensor,
+                   scales: Sequence[float], null_label: int | None, *, seed: int = 0, sampler: str = "ddim",
+                   steps: int | None = None, spacing: str = "trailing", device: torch.device | str = "cpu",
+                   **options) -> Tensor:
+    """Samples for each guidance scale from the same noise: (len(scales) * B, C, H, W), one row of B per scale."""
+    if len(scales) == 0:
+        raise DiffkitError("A guidance sweep needs at least one scale, e.g. 0,1,2,4.")
+    rows = []
+    for scale in scales:
+        # Re-seeding per row gives every scale the same x_T (and the same noise in stochastic samplers).
+        generator = torch.Generator(device).manual_seed(seed)
+        rows.append(sample(cfg(denoise, scale, null_label), schedule, shape, sampler=sampler, steps=steps,
+                           spacing=spacing, y=labels.to(device), generator=generator, device=device, **options))
+    return torch.cat(rows)  # (S * B, C, H, W)
+
+
+def guided_denoiser(denoise: Denoiser, scale: float, *, num_classes: int, context_dim: int = 0,
+                    labels: Tensor | None = None) -> Denoiser:
+    """The denoiser to sample with: labels and scale checked against the model, then wrapped in cfg (scale != 1)."""
+    check_conditioning(num_classes, context_dim, labels, scale)
+    return denoise if scale == 1 else cfg(denoise, scale, num_classes if num_classes else None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffkit.process import Denoiser, gather
+from diffkit.process import Denoiser, alpha_bar_at
 from diffkit.schedule import Schedule
 
 
@@ -18,7 +18,7 @@ def gaussian_oracle(mu: float | Tensor, s: float | Tensor, schedule: Schedule) -
     """The exact eps-denoiser E[eps | x_t] for data x_0 ~ N(mu, s^2) on the training `schedule`."""
 
     def denoise(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        alpha_bar = gather(schedule.alpha_bar.double(), t, x_t.double())
+        alpha_bar = alpha_bar_at(schedule, t, x_t.double())  # fractional t: log-SNR interpolation
         a, b = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
         eps = b * (x_t.double() - a * mu) / (a**2 * s**2 + b**2)
         return eps.to(x_t.dtype)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from diffkit.errors import DiffkitError
-from diffkit.schedule import Schedule
+from diffkit.schedule import Schedule, log_snr_at
 
 Denoiser = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (x_t, t, y) -> eps_hat
 PREDICTIONS = ("eps", "x0", "v")
@@ -28,9 +28,19 @@ def gather(values: Tensor, i: Tensor | int, x: Tensor) -> Tensor:
     return out.reshape(-1, *([1] * (x.ndim - 1))) if out.ndim else out
 
 
+def alpha_bar_at(schedule: Schedule, i: Tensor | int, x: Tensor) -> Tensor:
+    """alpha_bar at index i shaped like `gather`; a fractional (float) i interpolates log SNR between steps, so a
+    denoiser asked at a fractional training step (the Karras grid) sees a continuous schedule (k-diffusion)."""
+    index = torch.as_tensor(i)
+    if not index.is_floating_point():
+        return gather(schedule.alpha_bar, i, x)
+    alpha_bar = torch.sigmoid(log_snr_at(schedule, index)).to(device=x.device, dtype=x.dtype)
+    return alpha_bar.reshape(-1, *([1] * (x.ndim - 1))) if alpha_bar.ndim else alpha_bar
+
+
 def signal_noise(schedule: Schedule, i: Tensor | int, x: Tensor) -> tuple[Tensor, Tensor]:
     """(sqrt(alpha_bar), sqrt(1 - alpha_bar)) at i, in x's dtype, so that a^2 + b^2 = 1 to that precision."""
-    alpha_bar = gather(schedule.alpha_bar, i, x)
+    alpha_bar = alpha_bar_at(schedule, i, x)
     return alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
 
 

@@ -178,3 +178,56 @@ def respace(schedule: Schedule, timesteps: Tensor) -> Schedule:
     alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
     betas = 1.0 - alpha_bar / alpha_bar_prev
     return Schedule(betas.float(), alpha_bar.float(), schedule.timesteps[timesteps])
+
+
+# --- Continuous noise levels between the training steps (k-diffusion's DiscreteSchedule; Karras et al. 2022) ---
+
+
+def interpolate(values: Tensor, position: Tensor) -> Tensor:
+    """values at fractional positions into it, linear between neighbours (numpy.interp on 0..len-1), float64."""
+    values = values.to(torch.float64)
+    position = position.to(device=values.device, dtype=torch.float64).clamp(0, values.numel() - 1)
+    low = position.floor().long().clamp(max=max(values.numel() - 2, 0))
+    high = (low + 1).clamp(max=values.numel() - 1)
+    weight = position - low
+    return (1.0 - weight) * values[low] + weight * values[high]
+
+
+def log_snr_at(schedule: Schedule, position: Tensor) -> Tensor:
+    """log SNR at fractional indices of the schedule, linear in log SNR (= -2 log sigma) between its steps.
+
+    This is k-diffusion's `t_to_sigma` (linear in log sigma), the continuous extension every sampler that leaves
+    the integer grid (the Karras grid) and every denoiser asked at a fractional step agree on.
+    """
+    alpha_bar = schedule.alpha_bar.to(torch.float64)
+    return interpolate(alpha_bar.log() - torch.log1p(-alpha_bar), position)
+
+
+def position_at_log_snr(schedule: Schedule, log_snr: Tensor) -> Tensor:
+    """The fractional index whose interpolated log SNR is `log_snr`: the inverse of `log_snr_at` (sigma_to_t)."""
+    alpha_bar = schedule.alpha_bar.to(torch.float64)
+    table = -(alpha_bar.log() - torch.log1p(-alpha_bar))  # increasing along the schedule: searchsorted needs that
+    target = -log_snr.to(torch.float64)
+    if table.numel() == 1:
+        return torch.zeros_like(target)
+    high = torch.searchsorted(table, target).clamp(1, table.numel() - 1)
+    low = high - 1
+    weight = ((target - table[low]) / (table[high] - table[low])).clamp(0, 1)
+    return low + weight
+
+
+def karras(schedule: Schedule, n: int, rho: float = 7.0) -> Schedule:
+    """n sampling steps with noise levels sigma_i spaced as in Karras et al. 2022 (eq. 5, rho = 7) between the
+    training schedule's sigma_min and sigma_max; their training steps are fractional (log-sigma interpolation)."""
+    _check_steps(n)
+    sigma = schedule.sigma.to(torch.float64)
+    # A single step starts at sigma_max, as k-diffusion's get_sigmas_karras does.
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.ones(1, dtype=torch.float64)
+    low, high = sigma[0] ** (1 / rho), sigma[-1] ** (1 / rho)
+    # EDM eq. 5: sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, ascending here.
+    sigmas = (low + ramp * (high - low)) ** rho  # (n,)
+    alpha_bar = 1.0 / (1.0 + sigmas**2)
+    position = position_at_log_snr(schedule, -2.0 * sigmas.log())
+    timesteps = interpolate(schedule.timesteps, position)  # (n,) float64 training steps
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    return Schedule((1.0 - alpha_bar / alpha_bar_prev).float(), alpha_bar.float(), timesteps)

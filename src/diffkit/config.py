@@ -1,0 +1,299 @@
+"""Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
+
+A `Config` has five sections (model, diffusion, data, train, sample). Presets in `configs/*.toml` name
+only what differs from the defaults below; `train.lr=2e-4` style overrides are type-checked against the
+dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from diffkit.errors import DiffkitError
+from diffkit.nn.unet import UNetConfig
+from diffkit.process import PREDICTIONS
+from diffkit.sampling import SAMPLERS
+from diffkit.schedule import SCHEDULES, SPACINGS
+
+LR_SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The forward process and the training target."""
+
+    schedule: str = "cosine"  # a key of diffkit.schedule.SCHEDULES
+    T: int = 1000
+    prediction: str = "eps"  # eps | x0 | v
+    min_snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to train on; `options` are the dataset's own (e.g. chars, path, channels)."""
+
+    dataset: str = "glyphs"
+    size: int | None = None  # None: the dataset's native size (written back into config.json)
+    data_dir: str | None = None  # None: $DIFFKIT_DATA or ~/.cache/diffkit
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, EMA, precision, budgets and how often to log, checkpoint and sample."""
+
+    batch_size: int = 64  # global: split evenly over the processes
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    lr_schedule: str = "cosine"  # cosine decay to min_lr_ratio * lr over decay_steps, or constant
+    decay_steps: int | None = None  # None: max_steps (constant after warm-up if that is None too)
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0  # AdamW, on weight matrices and kernels only (not biases or norms)
+    adam_beta2: float = 0.999
+    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
+    p_uncond: float = 0.1  # label dropout for classifier-free guidance (class-conditional models only)
+    bf16: bool = False  # bf16 autocast ("bf16-mixed")
+    compile: bool = False  # torch.compile the network
+    seed: int = 0
+    max_steps: int | None = 10_000
+    max_minutes: float | None = None  # wall-clock budget of one invocation
+    checkpoint_every: int = 500
+    sample_every: int = 1000  # 0: no periodic sample grids
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How the periodic sample grids (and `diffkit sample` defaults) are drawn."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    spacing: str = "trailing"
+    n: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run's configuration."""
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict of sections (tuples become lists)."""
+        return json.loads(json.dumps({name: _section_dict(getattr(self, name)) for name in SECTIONS}))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Build and validate a config from a dict of sections; unknown sections or keys are refused."""
+        if not isinstance(data, Mapping):
+            raise DiffkitError(f"A config must be a table of sections, got {type(data).__name__}.")
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], SECTIONS)}; "
+                               f"valid sections are: {', '.join(SECTIONS)}.")
+        sections = {}
+        for name, section_class in SECTIONS.items():
+            values = data.get(name, {})
+            if not isinstance(values, Mapping):
+                raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
+            sections[name] = _build_section(name, section_class, values)
+        config = cls(**sections)
+        validate(config)
+        return config
+
+
+SECTIONS: dict[str, type] = {
+    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+    "sample": SampleConfig,
+}
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    """One section as a dict (UNetConfig has its own JSON form)."""
+    return section.to_dict() if isinstance(section, UNetConfig) else dataclasses.asdict(section)
+
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean X?)' for a close match, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build_section(name: str, section_class: type, values: Mapping[str, Any]) -> Any:
+    """Instantiate one section after checking every key and the type of every value."""
+    hints = typing.get_type_hints(section_class)
+    fields = [item.name for item in dataclasses.fields(section_class)]
+    checked = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise DiffkitError(f"Unknown config key '{name}.{key}'{_suggest(key, fields)}; "
+                               f"valid keys in [{name}] are: {', '.join(fields)}.")
+        checked[key] = coerce(value, hints[key], f"{name}.{key}")
+    if section_class is UNetConfig:
+        return UNetConfig.from_dict(checked)
+    return section_class(**checked)
+
+
+def _describe(hint: Any) -> str:
+    """A reader's name for a type hint: 'an integer or none', 'a list of integers'."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join("none" if arg is type(None) else _describe(arg) for arg in typing.get_args(hint))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
+    if typing.get_origin(hint) is tuple:
+        return "a list of integers"
+    return names.get(hint, str(hint))
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """`value` checked against (and converted to) the field type `hint`, or a DiffkitError naming `key`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arguments = typing.get_args(hint)
+        if value is None and type(None) in arguments:
+            return None
+        for argument in arguments:
+            if argument is not type(None):
+                try:
+                    return coerce(value, argument, key)
+                except DiffkitError:
+                    pass
+    elif typing.get_origin(hint) is tuple:
+        if isinstance(value, (list, tuple)) and all(isinstance(item, int) and not isinstance(item, bool)
+                                                    for item in value):
+            return tuple(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, hint):
+        return dict(value) if hint is dict else value
+    raise DiffkitError(f"Config value {key}={value!r} is not valid: it must be {_describe(hint)}.")
+
+
+def validate(config: Config) -> None:
+    """Refuse names and numbers no run could use, naming the key and the valid choices or range."""
+    _check_choice("diffusion.schedule", config.diffusion.schedule, SCHEDULES)
+    _check_choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
+    _check_choice("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES)
+    _check_choice("sample.sampler", config.sample.sampler, SAMPLERS)
+    _check_choice("sample.spacing", config.sample.spacing, SPACINGS)
+    train = config.train
+    checks = [
+        ("diffusion.T", config.diffusion.T, config.diffusion.T >= 2, "at least 2"),
+        ("diffusion.min_snr_gamma", config.diffusion.min_snr_gamma,
+         config.diffusion.min_snr_gamma is None or config.diffusion.min_snr_gamma > 0, "positive or none"),
+        ("data.size", config.data.size, config.data.size is None or config.data.size >= 4, "at least 4 or none"),
+        ("train.batch_size", train.batch_size, train.batch_size >= 1, "at least 1"),
+        ("train.lr", train.lr, train.lr > 0, "positive"),
+        ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, "at least 0"),
+        ("train.decay_steps", train.decay_steps, train.decay_steps is None or train.decay_steps >= 1,
+         "at least 1 or none"),
+        ("train.min_lr_ratio", train.min_lr_ratio, 0 <= train.min_lr_ratio <= 1, "in [0, 1]"),
+        ("train.weight_decay", train.weight_decay, train.weight_decay >= 0, "at least 0"),
+        ("train.adam_beta2", train.adam_beta2, 0 <= train.adam_beta2 < 1, "in [0, 1)"),
+        ("train.grad_clip", train.grad_clip, train.grad_clip is None or train.grad_clip > 0, "positive or none"),
+        ("train.ema_decay", train.ema_decay, 0 <= train.ema_decay < 1, "in [0, 1)"),
+        ("train.p_uncond", train.p_uncond, 0 <= train.p_uncond <= 1, "in [0, 1]"),
+        ("train.max_steps", train.max_steps, train.max_steps is None or train.max_steps >= 1, "at least 1 or none"),
+        ("train.max_minutes", train.max_minutes, train.max_minutes is None or train.max_minutes > 0,
+         "positive or none"),
+        ("train.checkpoint_every", train.checkpoint_every, train.checkpoint_every >= 1, "at least 1"),
+        ("train.sample_every", train.sample_every, train.sample_every >= 0, "at least 0 (0: never)"),
+        ("train.log_every", train.log_every, train.log_every >= 1, "at least 1"),
+        ("sample.steps", config.sample.steps, 1 <= config.sample.steps <= config.diffusion.T,
+         f"in 1..diffusion.T={config.diffusion.T}"),
+        ("sample.n", config.sample.n, config.sample.n >= 1, "at least 1"),
+    ]
+    for key, value, ok, requirement in checks:
+        if not ok:
+            raise DiffkitError(f"Config value {key}={value!r} is out of range: it must be {requirement}.")
+
+
+def _check_choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
+    if value not in choices:
+        raise DiffkitError(f"Config value {key}={value!r} is unknown{_suggest(value, choices)}; "
+                           f"choose one of: {', '.join(choices)}.")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value read as TOML (2e-4, true, [1, 2], "x"); bare words stay strings, none is None."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
+    """The config with `section.key=value` overrides applied (`data.options.NAME=value` sets an option)."""
+    data = config.to_dict()
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not separator or len(parts) < 2 or not all(parts):
+            raise DiffkitError(f"Cannot read the override {override!r}; write it as section.key=value, "
+                               "e.g. train.lr=2e-4.")
+        section, name = parts[0], parts[1]
+        if section not in SECTIONS:
+            raise DiffkitError(f"Unknown config section {section!r} in {override!r}{_suggest(section, SECTIONS)}; "
+                               f"valid sections are: {', '.join(SECTIONS)}.")
+        value = parse_value(text)
+        if section == "data" and name == "options" and len(parts) == 3:
+            data["data"]["options"][parts[2]] = value
+        elif len(parts) == 2:
+            data[section][name] = value
+        else:
+            raise DiffkitError(f"The override key {key!r} is too deep; only data.options.NAME has a third part.")
+    return Config.from_dict(data)
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a TOML preset or a config.json (a bare name like `glyphs32` means configs/glyphs32.toml)."""
+    path = Path(path)
+    if not path.exists() and not path.suffix and (Path("configs") / f"{path}.toml").exists():
+        path = Path("configs") / f"{path}.toml"
+    if not path.is_file():
+        raise DiffkitError(f"The config file {path} does not exist; pass a preset from configs/ or a config.json.")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DiffkitError(f"Cannot parse the config file {path} ({error}); fix its syntax.") from error
+    return apply_overrides(Config.from_dict(data), overrides)
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the config as indented JSON, atomically (temporary file, then rename)."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    temporary.replace(path)
+    return path
+
+
+def format_config(config: Config) -> str:
+    """The config as TOML-like text, one `key = value` line per field, for printing at the start of a run."""
+    lines = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Config: sections round-trip, presets load, overrides are typed, mistakes name the key."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diffkit.config import Config, apply_overrides, format_config, load_config, parse_value, save_config
+from diffkit.errors import DiffkitError
+from diffkit.nn.unet import UNetConfig
+
+from tiny_run import TINY, TINY_TOML, tiny_config
+
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_round_trip_through_json(tmp_path):
+    config = tiny_config()
+    path = save_config(config, tmp_path / "config.json")
+    again = load_config(path)
+    assert again == config
+    assert isinstance(again.model, UNetConfig) and again.model.channel_mults == (1, 2)
+    assert Config.from_dict(json.loads(path.read_text())) == config
+
+
+def test_toml_and_dict_give_the_same_config(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY_TOML)
+    assert load_config(tmp_path / "tiny.toml") == Config.from_dict(TINY)
+
+
+@pytest.mark.parametrize("name", ["glyphs32", "fashion28", "cifar32", "folder"])
+def test_presets_load(name):
+    config = load_config(PRESETS / f"{name}.toml")
+    assert config.data.size is not None and config.model.in_channels in (1, 3)
+
+
+def test_fashion_preset_is_class_conditional_with_label_dropout():
+    config = load_config(PRESETS / "fashion28.toml")
+    assert config.model.num_classes == 10 and config.train.p_uncond == 0.1
+
+
+def test_overrides_are_converted_to_field_types():
+    config = tiny_config("train.lr=2e-4", "train.max_minutes=1", "model.channel_mults=[1, 2, 2]",
+                         "diffusion.schedule=linear", "train.grad_clip=none", "data.options.count=32",
+                         "train.bf16=true", "sample.sampler=\"ddpm\"")
+    assert config.train.lr == 2e-4
+    assert config.train.max_minutes == 1.0 and isinstance(config.train.max_minutes, float)
+    assert config.model.channel_mults == (1, 2, 2)
+    assert config.diffusion.schedule == "linear"
+    assert config.train.grad_clip is None
+    assert config.data.options == {"count": 32, "classes": 4}
+    assert config.train.bf16 is True and config.sample.sampler == "ddpm"
+
+
+def test_parse_value_reads_toml_and_bare_words():
+    assert parse_value("3") == 3 and parse_value("3.5") == 3.5 and parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("cosine") == "cosine" and parse_value("None") is None
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(DiffkitError, match=r"train\.lrr.*did you mean 'lr'"):
+        tiny_config("train.lrr=1e-3")
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(DiffkitError, match="'trian'.*did you mean 'train'"):
+        tiny_config("trian.lr=1e-3")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.batch_size=abc", r"train\.batch_size='abc'.*integer"),
+    ("train.batch_size=2.5", r"train\.batch_size=2\.5.*integer"),
+    ("train.bf16=1", r"train\.bf16=1.*true or false"),
+    ("model.channel_mults=[1, 2.5]", r"model\.channel_mults.*list of integers"),
+    ("train.max_steps=many", r"train\.max_steps='many'.*an integer or none"),
+])
+def test_bad_values_are_named_with_the_expected_type(override, words):
+    with pytest.raises(DiffkitError, match=words):
+        tiny_config(override)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.ema_decay=1.5", r"train\.ema_decay=1\.5.*\[0, 1\)"),
+    ("train.batch_size=0", r"train\.batch_size=0.*at least 1"),
+    ("sample.steps=500", r"sample\.steps=500.*diffusion\.T=100"),
+    ("diffusion.schedule=cosin", r"'cosin'.*did you mean 'cosine'.*linear, cosine, sigmoid"),
+    ("diffusion.prediction=noise", r"'noise'.*eps, x0, v"),
+    ("sample.sampler=magic", r"'magic'.*ddpm"),
+    ("model.num_heads=3", r"num_heads=3"),
+])
+def test_out_of_range_values_are_refused(override, words):
+    with pytest.raises(DiffkitError, match=words):
+        tiny_config(override)
+
+
+@pytest.mark.parametrize("override", ["trainlr=1", "train.lr", "train..lr=1", "train.lr.x=1"])
+def test_malformed_overrides_are_refused(override):
+    with pytest.raises(DiffkitError):
+        tiny_config(override)
+
+
+def test_unknown_key_in_a_preset_file_is_named(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nlearning_rate = 1e-3\n")
+    with pytest.raises(DiffkitError, match=r"train\.learning_rate"):
+        load_config(path)
+
+
+def test_missing_and_broken_files_are_refused(tmp_path):
+    with pytest.raises(DiffkitError, match="does not exist"):
+        load_config(tmp_path / "nothing.toml")
+    (tmp_path / "broken.toml").write_text("[train\n")
+    with pytest.raises(DiffkitError, match="Cannot parse"):
+        load_config(tmp_path / "broken.toml")
+
+
+def test_printed_config_lists_every_key():
+    config = tiny_config()
+    text = format_config(config)
+    for section, values in config.to_dict().items():
+        assert f"[{section}]" in text
+        for key in values:
+            assert f"\n{key} = " in text
+
+
+def test_overrides_leave_the_original_untouched():
+    config = tiny_config()
+    changed = apply_overrides(config, ["train.lr=0.5"])
+    assert config.train.lr == 1e-3 and changed.train.lr == 0.5
+
+
+def test_a_bare_preset_name_means_the_file_in_configs(monkeypatch):
+    monkeypatch.chdir(PRESETS.parent)
+    assert load_config("glyphs32") == load_config(PRESETS / "glyphs32.toml")

@@ -1,0 +1,217 @@
+"""Every sampler on the Gaussian oracle, their orders of accuracy against the exact ODE solution, and
+DPM-Solver++(2M), Euler, Heun and Euler ancestral step for step against diffusers."""
+
+import pytest
+import torch
+
+from diffkit.errors import DiffkitError
+from diffkit.oracle import gaussian_oracle
+from diffkit.process import signal_noise
+from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, euler, euler_ancestral, get_sampler, heun, sample,
+                              sampling_schedule, unipc)
+from diffkit.schedule import cosine, karras, linear, log_snr_at
+
+MU, S = 0.3, 0.5
+SHAPE = (512, 1, 8, 8)  # 32,768 draws: standard error of the mean ~0.003
+
+
+class CountingDenoiser:
+    """Wraps a denoiser and counts its calls."""
+
+    def __init__(self, denoise):
+        self.denoise, self.calls = denoise, 0
+
+    def __call__(self, x_t, t, y=None):
+        self.calls += 1
+        return self.denoise(x_t, t, y)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_recovers_the_gaussian_at_its_recommended_settings(name):
+    schedule = cosine(1000)
+    entry = SAMPLERS[name]
+    oracle = CountingDenoiser(gaussian_oracle(MU, S, schedule))
+    samples = sample(oracle, schedule, SHAPE, sampler=name, steps=entry.recommended_steps,
+                     spacing=entry.recommended_spacing, generator=torch.Generator().manual_seed(1))
+    assert abs(float(samples.mean()) - MU) < 0.02, float(samples.mean())
+    assert abs(float(samples.std()) - S) < 0.02, float(samples.std())
+    # The declared cost is honest: Heun's last step is a single Euler evaluation.
+    expected = entry.evaluations_per_step * entry.recommended_steps - (1 if name == "heun" else 0)
+    assert oracle.calls == expected
+    if name in ("dpmpp_2m", "unipc"):
+        assert oracle.calls <= 20
+
+
+def exact_flow(schedule, x_T):
+    """The probability-flow ODE solved exactly for N(MU, S^2) data: in x = x_t / sqrt(alpha_bar) = x0 + sigma eps,
+    x - MU scales as sqrt(S^2 + sigma^2), so x_0 = MU + (x_T / a - MU) S / sqrt(S^2 + sigma_max^2)."""
+    a, _ = signal_noise(schedule, schedule.T - 1, x_T.double())
+    sigma_max = float(schedule.sigma.double()[-1])
+    return MU + (x_T.double() / a - MU) * S / (S**2 + sigma_max**2) ** 0.5
+
+
+@pytest.mark.parametrize(("sampler", "spacing", "order"), [
+    (euler, "trailing", 1), (ddim, "karras", 1), (heun, "uniform", 2), (heun, "karras", 2), (dpmpp_2m, "karras", 2),
+])
+def test_deterministic_samplers_converge_at_their_order(sampler, spacing, order):
+    full = linear(1000)
+    oracle = gaussian_oracle(MU, S, full)
+    x_T = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    errors = []
+    for steps in (20, 40, 80):
+        grid = sampling_schedule(full, steps, spacing)
+        *_, last = sampler(oracle, x_T, grid)
+        errors.append(float((last.x_t.double() - exact_flow(grid, x_T)).abs().max()))
+    # Doubling the steps divides the error by about 2^order (measured: 4.3-4.7 for Heun and DPM-Solver++(2M)).
+    # The grids end at the training sigma_min (0.01), whose last first-order step leaves an error floor of
+    # ~sigma_min^2 / (2 S^2) ~ 3e-4, below these errors; trailing grids end higher and hit their floor sooner.
+    bound = {1: 0.6, 2: 0.35}[order]
+    assert errors[1] < bound * errors[0] and errors[2] < bound * errors[1], errors
+
+
+def test_euler_in_the_sigma_view_is_ddim_and_euler_ancestral_is_ddpm():
+    full = linear(1000)
+    oracle = gaussian_oracle(MU, S, full)
+    x_T = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    for spacing in ("trailing", "karras"):
+        grid = sampling_schedule(full, 15, spacing)
+        ours = [step.x_t for step in euler(oracle, x_T, grid)]
+        reference = [step.x_t for step in ddim(oracle, x_T, grid)]
+        for a, b in zip(ours, reference):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+        ancestral = list(euler_ancestral(oracle, x_T, grid, generator=torch.Generator().manual_seed(3)))[-1].x_t
+        ancestral_ddpm = list(ddpm(oracle, x_T, grid, generator=torch.Generator().manual_seed(3)))[-1].x_t
+        assert torch.allclose(ancestral, ancestral_ddpm, atol=1e-4, rtol=1e-4)
+
+
+def test_karras_grid_matches_diffusers_and_maps_back_to_its_sigmas():
+    from diffusers import EulerDiscreteScheduler
+
+    full = linear(1000)
+    grid = karras(full, 12)
+    reference = EulerDiscreteScheduler(num_train_timesteps=1000, beta_schedule="linear", use_karras_sigmas=True,
+                                       timestep_spacing="linspace")
+    reference.set_timesteps(12)
+    assert torch.allclose(grid.sigma.flip(0), reference.sigmas[:-1], rtol=1e-4)
+    assert torch.allclose(grid.timesteps.flip(0).float(), reference.timesteps, atol=1e-2)
+    # A denoiser asked at these fractional steps sees the same noise level: log-SNR interpolation round-trips.
+    assert torch.allclose(log_snr_at(full, grid.timesteps), grid.log_snr.double(), atol=1e-4)
+    assert grid.timesteps.is_floating_point() and float(grid.timesteps[-1]) == 999.0
+
+
+class FakeNetwork:
+    """A deterministic, imperfect denoiser (the oracle, distorted), shared by our loop and diffusers'."""
+
+    def __init__(self, schedule):
+        self.oracle = gaussian_oracle(0.2, 0.6, schedule)
+
+    def __call__(self, x_t, t, y=None):
+        return self.oracle(x_t, t) + 0.05 * torch.sin(3 * x_t)
+
+
+def diffusers_run(scheduler, network, x_start, seed=None):
+    """diffusers' sampling loop: scale the input, predict eps, step. Returns each step's output."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    x, outputs = x_start, []
+    for t in scheduler.timesteps:
+        x_in = scheduler.scale_model_input(x, t)
+        eps = network(x_in, t.expand(x.shape[0]))
+        options = {} if generator is None else {"generator": generator}
+        x = scheduler.step(eps, t, x, **options).prev_sample
+        outputs.append(x)
+    return outputs
+
+
+@pytest.mark.parametrize(("beta_schedule", "spacing", "steps"), [
+    ("linear", "trailing", 10), ("linear", "trailing", 25), ("squaredcos_cap_v2", "trailing", 15),
+])
+def test_dpmpp_2m_matches_diffusers_step_for_step(beta_schedule, spacing, steps):
+    from diffusers import DPMSolverMultistepScheduler
+
+    # (diffusers' DPM-Solver "leading" and "linspace" grids differ from DDIM's; "trailing" is the same grid.)
+    reference = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, solver_order=2,
+                                            algorithm_type="dpmsolver++", timestep_spacing=spacing)
+    reference.set_timesteps(steps)
+    full = (linear if beta_schedule == "linear" else cosine)(1000)
+    grid = sampling_schedule(full, steps, spacing)
+    assert grid.timesteps.flip(0).tolist() == reference.timesteps.tolist()
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    theirs = diffusers_run(reference, FakeNetwork(full), x_T)
+    ours = [step.x_t for step in list(dpmpp_2m(FakeNetwork(full), x_T, grid))[1:]]
+    assert len(ours) == len(theirs) == steps
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        # float32 agreement to ~1e-5 of the state's scale (the cosine schedule's sigma_max 2e4 makes it ~100)
+        assert torch.allclose(a, b, atol=1e-4 * (1 + float(b.abs().max())), rtol=1e-4), index
+
+
+def test_dpmpp_2m_on_the_karras_grid_matches_diffusers():
+    from diffusers import DPMSolverMultistepScheduler
+
+    reference = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                                            use_karras_sigmas=True, timestep_spacing="linspace")
+    reference.set_timesteps(10)
+    full = linear(1000)
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    theirs = diffusers_run(reference, FakeNetwork(full), x_T)
+    ours = [step.x_t for step in list(dpmpp_2m(FakeNetwork(full), x_T, karras(full, 10)))[1:]]
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), index
+
+
+@pytest.mark.parametrize(("beta_schedule", "steps"), [("linear", 10), ("squaredcos_cap_v2", 15), ("linear", 3)])
+def test_unipc_matches_diffusers_step_for_step(beta_schedule, steps):
+    from diffusers import UniPCMultistepScheduler
+
+    reference = UniPCMultistepScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule,
+                                        timestep_spacing="trailing")  # bh2, order 2, predict_x0, lower_order_final
+    reference.set_timesteps(steps)
+    full = (linear if beta_schedule == "linear" else cosine)(1000)
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    network, x, theirs = FakeNetwork(full), x_T, []
+    for t in reference.timesteps:
+        x = reference.step(network(x, t.expand(3)), t, x).prev_sample
+        theirs.append(reference.last_sample.clone())  # the corrected point, which our Steps carry
+    theirs.append(x)
+    ours = [step.x_t for step in unipc(FakeNetwork(full), x_T, sampling_schedule(full, steps, "trailing"))]
+    assert len(ours) == len(theirs) == steps + 1
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.allclose(a, b, atol=1e-4 * (1 + float(b.abs().max())), rtol=1e-4), index
+
+
+@pytest.mark.parametrize(("name", "scheduler_name", "spacing"), [
+    ("euler", "EulerDiscreteScheduler", "trailing"), ("euler", "EulerDiscreteScheduler", "karras"),
+    ("heun", "HeunDiscreteScheduler", "linspace"), ("euler_ancestral", "EulerAncestralDiscreteScheduler", "trailing"),
+])
+def test_sigma_samplers_match_diffusers(name, scheduler_name, spacing):
+    import diffusers
+
+    options = {"use_karras_sigmas": True, "timestep_spacing": "linspace"} if spacing == "karras" else {
+        "timestep_spacing": spacing}
+    reference = getattr(diffusers, scheduler_name)(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
+                                                  beta_end=0.02, **options)  # Heun defaults to SD's betas
+    reference.set_timesteps(10)
+    full = linear(1000)
+    grid = sampling_schedule(full, 10, {"linspace": "uniform"}.get(spacing, spacing))
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    sigma_max = float(grid.sigma[-1])
+    seed = 4 if name == "euler_ancestral" else None  # only the ancestral sampler draws noise
+    theirs = diffusers_run(reference, FakeNetwork(full), x_T * (1 + sigma_max**2) ** 0.5, seed=seed)
+    ours = list(SAMPLERS[name].run(FakeNetwork(full), x_T, grid, generator=torch.Generator().manual_seed(4)))
+    assert torch.allclose(ours[-1].x_t, theirs[-1], atol=1e-4, rtol=1e-4)
+    if name != "heun":  # diffusers' Heun steps twice per step; the others step once, like ours
+        for index, (step, b) in enumerate(zip(ours[1:], theirs)):
+            a = step.x_t
+            scale = float(b.abs().max())  # diffusers keeps the sigma-view state x_t / sqrt(alpha_bar)
+            a_sigma_view = a if index == len(theirs) - 1 else a / signal_noise(grid, grid.T - 2 - index, a)[0]
+            assert torch.allclose(a_sigma_view, b, atol=1e-4 * (1 + scale), rtol=1e-4), index
+
+
+def test_bad_names_steps_and_spacings_are_refused_with_the_choices():
+    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, euler, heun, euler_ancestral, unipc"):
+        get_sampler("plms")
+    with pytest.raises(DiffkitError, match="karras"):
+        sampling_schedule(linear(100), 10, "quadratic")
+    with pytest.raises(DiffkitError, match="at least 1"):
+        sampling_schedule(linear(100), 0, "karras")
+    with pytest.raises(DiffkitError, match="eta"):
+        list(euler_ancestral(lambda x, t, y: x, torch.zeros(1, 1, 2, 2), linear(10), eta=-1))
