@@ -47,3 +47,14 @@ def test_sampling_with_it_returns_training_points():
                      generator=torch.Generator().manual_seed(5))
     nearest = torch.cdist(samples.flatten(1), data.flatten(1)).min(1).values
     assert nearest.max() < 1e-2  # each sample is (a hair away from) one of the 20 training images
+
+
+def test_fractional_steps_interpolate_like_the_gaussian_oracle():
+    """On a Karras grid t is fractional; with one data point the answer is the Gaussian oracle's with s = 0."""
+    from diffkit.oracle import gaussian_oracle
+
+    schedule = make_schedule("cosine", 100)
+    x_t = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([10.5, 73.25])
+    exact = empirical_oracle(torch.full((1, 1, 3, 3), 0.4), schedule)(x_t, t)
+    torch.testing.assert_close(exact, gaussian_oracle(0.4, 0.0, schedule)(x_t, t), rtol=1e-5, atol=1e-5)

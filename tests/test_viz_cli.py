@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import types
-
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import diffkit
+from diffkit.bundle import save_bundle
 from diffkit.cli import main
-from diffkit.oracle import gaussian_oracle
-from diffkit.schedule import make_schedule
+from diffkit.nn.unet import UNet
+from tiny_run import tiny_config
 
 
 def assert_picture(path, min_side: int = 100) -> np.ndarray:
@@ -86,16 +84,18 @@ def test_toy2d_trains_reports_and_draws(capsys, tmp_path):
     assert_picture(tmp_path / "t.png", min_side=400)
 
 
-def test_trajectory_from_a_loaded_run(monkeypatch, tmp_path):
-    """The CLI takes whatever `diffkit.load` returns: an object with .denoise, .schedule and .config."""
-    schedule = make_schedule("cosine", 100)
-    bundle = types.SimpleNamespace(denoise=gaussian_oracle(0.2, 0.3, schedule), schedule=schedule,
-                                   config={"model": {"in_channels": 1}, "data": {"size": 8}})
-    opened = []
-    monkeypatch.setattr(diffkit, "load", lambda path: opened.append(path) or bundle, raising=False)
-    code = main(["viz", "trajectory", str(tmp_path / "run"), "--samples", "2", "--steps", "10", "--columns", "4",
-                 "--out", str(tmp_path / "t.png"), "--gif", str(tmp_path / "t.gif")])
-    assert code == 0 and opened == [str(tmp_path / "run")]
+def test_trajectory_from_a_saved_run(tmp_path):
+    """A real bundle (tiny UNet with random weights) through `diffkit.load`, as `diffkit train` leaves it."""
+    config = tiny_config()
+    network = UNet(config.model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in network.parameters():  # a fresh UNet outputs exactly 0; random weights draw something
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    run = save_bundle(tmp_path / "run", config, network)
+    code = main(["viz", "trajectory", str(run), "--samples", "2", "--steps", "10", "--columns", "4",
+                 "--label", "1", "--out", str(tmp_path / "t.png"), "--gif", str(tmp_path / "t.gif")])
+    assert code == 0
     assert_picture(tmp_path / "t.png")
     frames = iio.imread(tmp_path / "t.gif", index=None)
     assert frames.shape[0] == 11 and frames.std() > 10  # ten steps and the finished sample

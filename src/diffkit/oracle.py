@@ -36,17 +36,16 @@ def empirical_oracle(x0_data: Tensor, schedule: Schedule, chunk: int = 256) -> D
     references = x0_data.detach().double().flatten(1)  # (N, D)
 
     def denoise(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        alpha_bar = schedule.alpha_bar.double().to(x_t.device)[t.to(x_t.device)]  # (B,)
-        a, b = alpha_bar.sqrt()[:, None], (1.0 - alpha_bar).sqrt()[:, None]  # (B, 1)
         flat = x_t.detach().double().flatten(1)  # (B, D)
-        nonlocal references
-        references = references.to(x_t.device)
+        alpha_bar = alpha_bar_at(schedule, t, flat)  # (B, 1); fractional t: log-SNR interpolation
+        a, b = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
+        data = references.to(x_t.device)
         x0_mean = torch.empty_like(flat)
         for start in range(0, flat.shape[0], chunk):
             rows = slice(start, start + chunk)
-            squared = _squared_distances(flat[rows], a[rows], references)  # (chunk, N)
+            squared = _squared_distances(flat[rows], a[rows], data)  # (chunk, N)
             weights = torch.softmax(-squared / (2.0 * b[rows] ** 2), dim=1)  # p(x0 = x_n | x_t)
-            x0_mean[rows] = weights @ references
+            x0_mean[rows] = weights @ data
         eps = (flat - a * x0_mean) / b
         return eps.reshape(x_t.shape).to(x_t.dtype)
 

@@ -8,6 +8,7 @@ prints where it went and how long it took. A model comes from a run directory (`
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import torch
@@ -47,9 +48,9 @@ def add_parser(subparsers) -> None:
 
     pixel_map = _picture(pictures, "map", "UMAP of dataset pixels with density, samples and trajectories",
                          run_map)
-    _add_model_options(pixel_map, steps=25)
+    _add_model_options(pixel_map, steps=20)
     pixel_map.add_argument("--count", type=int, default=5000, help="dataset images on the map (default 5000)")
-    pixel_map.add_argument("--samples", type=int, default=200, help="generated samples overlaid (default 200)")
+    pixel_map.add_argument("--samples", type=int, default=100, help="generated samples overlaid (default 100)")
     pixel_map.add_argument("--trajectories", type=int, default=6, help="sample paths drawn (default 6)")
     pixel_map.add_argument("--epochs", type=int, default=200, help="UMAP optimisation epochs (default 200)")
     _add_dataset_options(pixel_map, required=True)
@@ -85,14 +86,15 @@ def _add_dataset_options(parser: argparse.ArgumentParser, required: bool) -> Non
     parser.add_argument("--path", default=None, help="folder dataset: the folder of pictures")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, steps: int = 50) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, steps: int | None = None) -> None:
     parser.add_argument("run", nargs="?", help="a run directory or model bundle (see `diffkit train`)")
     parser.add_argument("--ideal", action="store_true",
                         help="instead of a run: the exact denoiser of the dataset's images (memorises them)")
     parser.add_argument("--schedule", default="cosine", help="--ideal: noise schedule (default cosine)")
     parser.add_argument("--T", type=int, default=1000, help="--ideal: diffusion steps (default 1000)")
     parser.add_argument("--sampler", default="ddim", help=SAMPLER_HELP)
-    parser.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default {steps})")
+    default = f"{steps}" if steps else "the run's, or the sampler's recommended number"
+    parser.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default: {default})")
     parser.add_argument("--label", type=int, default=None, help="class label for a conditional model")
 
 
@@ -151,49 +153,37 @@ def run_forward(args: argparse.Namespace) -> int:
     return _written(save_figure(figure, args.out), start)
 
 
-def _bundle_shape(bundle) -> tuple[int, int, int]:
-    """(C, H, W) of the images a loaded run generates, from its config (model.in_channels, data.size)."""
-    shape = getattr(bundle, "image_shape", None)
-    if shape is not None:
-        return tuple(shape)
-    config = bundle.config if isinstance(bundle.config, dict) else vars(bundle.config)
-    model, data = config.get("model", {}), config.get("data", {})
-    channels, size = model.get("in_channels"), data.get("size")
-    if channels is None or size is None:
-        raise DiffkitError("The run's config does not give model.in_channels and data.size; "
-                           "re-save the run with a current diffkit.")
-    return int(channels), int(size), int(size)
-
-
-def _model(args: argparse.Namespace, images=None):
-    """(denoise, schedule, image shape (C, H, W)) from a run directory, or the dataset's exact denoiser."""
+def _trajectory(args: argparse.Namespace, count: int, images=None) -> list:
+    """Every sampler step for `count` samples from the run (`diffkit.load`) or from the dataset's exact denoiser."""
     if args.ideal == (args.run is not None):
         raise DiffkitError("Give either a run directory or --ideal (the dataset's exact denoiser), not both.")
-    if args.ideal:
-        from diffkit.oracle import empirical_oracle
-        from diffkit.schedule import make_schedule
+    if args.run is not None:
+        import diffkit
 
-        if images is None:
-            if args.dataset is None:
-                raise DiffkitError("--ideal needs --dataset NAME: the images whose distribution it denoises.")
-            images = _dataset_images(args)
-        schedule = make_schedule(args.schedule, args.T)
-        return empirical_oracle(images, schedule), schedule, tuple(images.shape[1:])
-    import diffkit
-
-    if getattr(diffkit, "load", None) is None:
-        raise DiffkitError("This diffkit cannot load runs yet (no diffkit.load); use --ideal with --dataset.")
-    bundle = diffkit.load(args.run)
-    return bundle.denoise, bundle.schedule, _bundle_shape(bundle)
+        bundle = diffkit.load(args.run)
+        return list(bundle.sample_steps(count, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                        label=args.label))
+    return _ideal_trajectory(args, count, images)
 
 
-def _trajectory(args: argparse.Namespace, denoise, schedule, shape: tuple, count: int) -> list:
-    """Every sampler step for `count` samples, with x0 clipped to the image range [-1, 1]."""
-    from diffkit.sampling import sample_steps
+def _ideal_trajectory(args: argparse.Namespace, count: int, images=None) -> list:
+    """Sampling steps with `empirical_oracle` over the dataset's images; x0 guesses clipped to [-1, 1]."""
+    from diffkit.oracle import empirical_oracle
+    from diffkit.sampling import get_sampler, sample_steps
+    from diffkit.schedule import make_schedule
 
-    y = None if args.label is None else torch.full((count,), args.label, dtype=torch.int64)
-    return list(sample_steps(denoise, schedule, (count, *shape), sampler=args.sampler, steps=args.steps, y=y,
-                             generator=_generator(args), clip_x0=1.0))
+    if args.label is not None:
+        raise DiffkitError("--label needs a run of a class-conditional model; --ideal ignores classes.")
+    if images is None:
+        if args.dataset is None:
+            raise DiffkitError("--ideal needs --dataset NAME: the images whose distribution it denoises.")
+        images = _dataset_images(args)
+    sampler = get_sampler(args.sampler)
+    options = {"clip_x0": 1.0} if "clip_x0" in inspect.signature(sampler.run).parameters else {}
+    schedule = make_schedule(args.schedule, args.T)
+    return list(sample_steps(empirical_oracle(images, schedule), schedule, (count, *images.shape[1:]),
+                             sampler=args.sampler, steps=args.steps or sampler.recommended_steps,
+                             spacing=sampler.recommended_spacing, generator=_generator(args), **options))
 
 
 def run_trajectory(args: argparse.Namespace) -> int:
@@ -203,8 +193,7 @@ def run_trajectory(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.samples < 1:
         raise DiffkitError(f"--samples must be at least 1, not {args.samples}.")
-    denoise, schedule, shape = _model(args)
-    steps = _trajectory(args, denoise, schedule, shape, args.samples)
+    steps = _trajectory(args, args.samples)
     _written(save_figure(trajectory_strip(steps, args.columns), args.out), start)
     if args.gif:
         _written(save_animation(trajectory_frames(steps, args.samples), args.gif), start)
@@ -224,8 +213,7 @@ def run_map(args: argparse.Namespace) -> int:
     print(f"fitted PCA + UMAP on {len(images)} images in {time.perf_counter() - start:.1f} s")
     samples = paths = None
     if args.run is not None or args.ideal:
-        denoise, schedule, shape = _model(args, images)
-        steps = _trajectory(args, denoise, schedule, shape, max(args.samples, args.trajectories))
+        steps = _trajectory(args, max(args.samples, args.trajectories), images)
         samples = pixel_map.project(steps[-1].x_t[: args.samples].clamp(-1, 1))
         paths = project_trajectories(pixel_map, steps, args.trajectories)
     title = f"{args.dataset}: {len(images)} images in pixel space (PCA 50 + UMAP), KDE contours"

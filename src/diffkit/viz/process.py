@@ -52,7 +52,7 @@ def forward_strip(image: Tensor, schedules: dict[str, Schedule], columns: int = 
 
 
 def _step_label(step: Step) -> str:
-    return "final" if step.t < 0 else f"t={step.t}"
+    return "final" if step.t < 0 else f"t={step.t:.4g}"  # t is fractional on a Karras grid
 
 
 def trajectory_strip(steps: list[Step], columns: int = 8, samples: int | None = None) -> Figure:

@@ -203,7 +203,7 @@ def draw_reverse(panels: np.ndarray, steps: list[Step], paths: int = 40) -> None
         for n in range(min(paths, states.shape[1])):
             panel.plot(states[: k + 1, n, 0].numpy(), states[: k + 1, n, 1].numpy(), "-", color="grey",
                        linewidth=0.5, alpha=0.6)
-        label = "reverse: final" if step.t < 0 else f"reverse t={step.t}"
+        label = "reverse: final" if step.t < 0 else f"reverse t={step.t:.4g}"
         _points_panel(panel, step.x_t, label, limit, colour="tab:red")
 
 
