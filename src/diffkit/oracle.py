@@ -34,16 +34,17 @@ def empirical_oracle(x0_data: Tensor, schedule: Schedule, chunk: int = 256) -> D
     Sampling with it reproduces training points; it shows what a perfectly fitted denoiser would do.
     """
     references = x0_data.detach().double().flatten(1)  # (N, D)
+    squared_norms = (references**2).sum(1)  # (N,), reused by every call
 
     def denoise(x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         flat = x_t.detach().double().flatten(1)  # (B, D)
         alpha_bar = alpha_bar_at(schedule, t, flat)  # (B, 1); fractional t: log-SNR interpolation
         a, b = alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt()
-        data = references.to(x_t.device)
+        data, norms = references.to(x_t.device), squared_norms.to(x_t.device)
         x0_mean = torch.empty_like(flat)
         for start in range(0, flat.shape[0], chunk):
             rows = slice(start, start + chunk)
-            squared = _squared_distances(flat[rows], a[rows], data)  # (chunk, N)
+            squared = _squared_distances(flat[rows], a[rows], data, norms)  # (chunk, N)
             weights = torch.softmax(-squared / (2.0 * b[rows] ** 2), dim=1)  # p(x0 = x_n | x_t)
             x0_mean[rows] = weights @ data
         eps = (flat - a * x0_mean) / b
@@ -52,7 +53,7 @@ def empirical_oracle(x0_data: Tensor, schedule: Schedule, chunk: int = 256) -> D
     return denoise
 
 
-def _squared_distances(x_t: Tensor, a: Tensor, references: Tensor) -> Tensor:
+def _squared_distances(x_t: Tensor, a: Tensor, references: Tensor, squared_norms: Tensor) -> Tensor:
     """|x_t - a x_n|^2 for every row of x_t (B, D) with its own scale a (B, 1) and every reference (N, D)."""
     # |x|^2 - 2 a <x, x_n> + a^2 |x_n|^2, the expansion that turns B*N distances into one matrix product.
-    return (x_t**2).sum(1, keepdim=True) - 2.0 * a * (x_t @ references.T) + a**2 * (references**2).sum(1)[None]
+    return (x_t**2).sum(1, keepdim=True) - 2.0 * a * (x_t @ references.T) + a**2 * squared_norms[None]
