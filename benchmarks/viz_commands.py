@@ -5,7 +5,8 @@ numba just-in-time compilation. Prints a table and writes benchmarks/results/viz
 go to a temporary directory. The acceptance target is under a minute per command on a 2-core CPU,
 including `map` on 5,000 32x32 glyphs.
 
-    python benchmarks/viz_commands.py
+    python benchmarks/viz_commands.py             # the dataset's exact denoiser (--ideal) for trajectory/map
+    python benchmarks/viz_commands.py runs/NAME   # also trajectory and map from a trained run
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ def run(name: str, arguments: list[str], directory: str) -> dict:
 def main() -> int:
     """Run every command once, print the table, write the JSON."""
     rows = []
+    commands = dict(COMMANDS)
+    if len(sys.argv) > 1:
+        commands["trajectory-run"] = ["trajectory", sys.argv[1], "--gif", "{dir}/trajectory-run.gif"]
+        commands["map-run"] = ["map", sys.argv[1], "--dataset", "glyphs"]
     with tempfile.TemporaryDirectory() as directory:
-        for name, arguments in COMMANDS.items():
+        for name, arguments in commands.items():
             rows.append(run(name, arguments, directory))
-            print(f"{name:<11} {rows[-1]['seconds']:>7.1f} s  exit {rows[-1]['exit_code']}  {rows[-1]['output']}",
+            print(f"{name:<15} {rows[-1]['seconds']:>7.1f} s  exit {rows[-1]['exit_code']}  {rows[-1]['output']}",
                   flush=True)
     RESULTS.mkdir(exist_ok=True)
     report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

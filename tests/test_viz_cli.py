@@ -115,3 +115,11 @@ def test_trajectory_and_map_with_the_ideal_denoiser(capsys, picture_folder, tmp_
                  "--steps", "10", "--epochs", "50", "--out", str(tmp_path / "m.png")]) == 0
     assert "fitted PCA + UMAP on 60 images" in capsys.readouterr().out
     assert_picture(tmp_path / "m.png", min_side=400)
+
+
+def test_threads_are_restored_and_checked(capsys, tmp_path):
+    before = torch.get_num_threads()
+    assert main(["viz", "schedules", "--threads", "1", "--T", "50", "--out", str(tmp_path / "s.png")]) == 0
+    assert torch.get_num_threads() == before
+    assert main(["viz", "schedules", "--threads", "0", "--out", str(tmp_path / "s.png")]) == 2
+    assert "--threads" in capsys.readouterr().err
