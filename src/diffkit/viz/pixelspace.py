@@ -97,7 +97,7 @@ def project_trajectories(pixel_map: PixelMap, steps: list[Step], count: int) -> 
     return flat.reshape(len(steps), count, 2).transpose(1, 0, 2)
 
 
-def draw_density(axes: Axes, points: np.ndarray, grid: int = 120, levels: int = 8) -> None:
+def draw_kde_contours(axes: Axes, points: np.ndarray, grid: int = 120, levels: int = 8) -> None:
     """Filled contours of a Gaussian KDE (Scott's bandwidth) of 2-D points, over their bounding box."""
     kde = gaussian_kde(points.T)
     low, high = points.min(0), points.max(0)
@@ -115,7 +115,7 @@ def plot_pixel_map(pixel_map: PixelMap, samples: np.ndarray | None = None, traje
     """The map: data KDE contours and points, generated samples (M, 2) and trajectories (K, S, 2) as paths."""
     figure, axes = new_figure(1, 1, panel_inches=7.0)
     panel = axes[0, 0]
-    draw_density(panel, pixel_map.embedding)
+    draw_kde_contours(panel, pixel_map.embedding)
     panel.scatter(*pixel_map.embedding.T, s=1, c="k", alpha=0.25, linewidths=0, label="dataset images")
     if samples is not None:
         panel.scatter(*samples.T, s=18, c="crimson", marker="x", linewidths=1, label="generated samples")
