@@ -7,15 +7,12 @@ from PIL import Image
 
 from diffkit.errors import DiffkitError
 
-# Needs the bundle loader and picture helpers of the `train` and `data` branches; this guard goes once merged.
-pytest.importorskip("diffkit.bundle", reason="diffkit.bundle arrives with the train branch")
-
-from diffkit import load  # noqa: E402
-from diffkit.bundle import save_bundle  # noqa: E402
-from diffkit.cli import main  # noqa: E402
-from diffkit.cli.edit import parse_scales, write_guidance_sweep  # noqa: E402
-from diffkit.nn.unet import UNet  # noqa: E402
-from tiny_run import tiny_config  # noqa: E402
+from diffkit import load
+from diffkit.bundle import save_bundle
+from diffkit.cli import main
+from diffkit.cli.edit import parse_scales, write_guidance_sweep
+from diffkit.nn.unet import UNet
+from tiny_run import tiny_config
 
 
 @pytest.fixture
@@ -93,3 +90,21 @@ def test_guidance_sweep_writes_one_row_per_scale(bundle_dir, tmp_path):
         parse_scales("1,two")
     with pytest.raises(DiffkitError, match="at least 0"):
         parse_scales("-1,2")
+
+
+def test_sample_command_guides_and_sweeps(diffkit_cli, bundle_dir, tmp_path):
+    out = tmp_path / "guided.png"
+    result = diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--label", "2", "--guidance", "3",
+                         "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    unguided = tmp_path / "plain.png"
+    assert diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--label", "2",
+                       "--out", str(unguided)).returncode == 0
+    assert not np.array_equal(read_picture(out), read_picture(unguided))  # guidance changes the samples
+    sweep = tmp_path / "sweep.png"
+    result = diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--guidance-sweep", "0,1,2",
+                         "--out", str(sweep))
+    assert result.returncode == 0, result.stderr
+    assert read_picture(sweep).shape == (3 * 10 + 2, 4 * 10 + 2)
+    bad = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--label", "9", "--out", str(tmp_path / "x.png"))
+    assert bad.returncode == 2 and "9" in bad.stderr and "Traceback" not in bad.stderr

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
+from diffkit.guidance import guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
 from diffkit.sampling import Step, get_sampler, sample_steps
 from diffkit.schedule import Schedule, make_schedule
@@ -66,10 +67,11 @@ class Bundle:
 
     def sample_steps(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
                      seed: int | None = None, label: int | None = None, spacing: str | None = None,
-                     clip_x0: float | None = 1.0, **options) -> Iterator[Step]:
+                     guidance: float = 1.0, clip_x0: float | None = 1.0, **options) -> Iterator[Step]:
         """The sampler's steps for n images (defaults from the config's [sample] section).
 
         Images live in [-1, 1], so x0 predictions are clipped to it (clip_x0=1) by samplers that take clip_x0.
+        `guidance` is the classifier-free guidance scale (1 = plain conditional sampling).
         """
         defaults = self.config.sample
         sampler = sampler or defaults.sampler
@@ -80,9 +82,12 @@ class Bundle:
             raise DiffkitError(f"The number of samples must be at least 1, not {n}.")
         device = next(self.network.parameters()).device
         generator = torch.Generator(device=device).manual_seed(defaults.seed if seed is None else seed)
-        y = sample_labels(n, self.config.model.num_classes, label, device)
+        model = self.config.model
+        y = sample_labels(n, model.num_classes, label, device)
+        denoise = guided_denoiser(self.denoiser, guidance, num_classes=model.num_classes,
+                                  context_dim=model.context_dim, labels=y)
         return sample_steps(
-            self.denoiser, self.schedule.to(device), (n, *self.image_shape),
+            denoise, self.schedule.to(device), (n, *self.image_shape),
             sampler=sampler, steps=steps or defaults.steps, spacing=spacing or defaults.spacing,
             y=y, generator=generator, device=device, **options,
         )

@@ -266,8 +266,8 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": Sampler(ddim, 1, 50),
     "dpmpp_2m": Sampler(dpmpp_2m, 1, 20),
     "euler": Sampler(euler, 1, 50),
-    # Heun's trapezoid is poor across huge sigma ratios (the cosine schedule's last step has sigma ~ 1e4), so on the
-    # Gaussian oracle it needs 80 Karras steps (159 evaluations) where DPM-Solver++ needs 20; see DESIGN.md.
+    # On the Gaussian oracle Heun needs 80 Karras steps (159 evaluations) where DPM-Solver++ needs 20
+    # (benchmarks/sampler_oracle.py; DESIGN.md "The sigma view" says why).
     "heun": Sampler(heun, 2, 80, "karras"),
     "euler_ancestral": Sampler(euler_ancestral, 1, 200),
     "unipc": Sampler(unipc, 1, 20),

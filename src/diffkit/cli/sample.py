@@ -21,6 +21,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="samples.png", help="grid file to write (default samples.png)")
     parser.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
     parser.add_argument("--gif", metavar="PATH", default=None, help="also write the denoising trajectory as a GIF")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance scale: 1 plain conditional, 0 unconditional (default 1)")
+    parser.add_argument("--guidance-sweep", metavar="SCALES", default=None,
+                        help="comma-separated scales, e.g. 0,1,2,4: one grid row of --n images per scale in --out")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.set_defaults(func=run)
 
@@ -29,11 +33,19 @@ def run(args: argparse.Namespace) -> int:
     """Load the bundle, run the sampler, write the files."""
     from diffkit.animation import save_trajectory_gif
     from diffkit.bundle import load
+    from diffkit.cli.edit import parse_scales, write_guidance_sweep
     from diffkit.images import save_grid
 
     bundle = load(args.run, device=args.device)
+    if args.guidance_sweep:
+        defaults = bundle.config.sample
+        print("wrote " + write_guidance_sweep(
+            bundle, parse_scales(args.guidance_sweep), args.out, n=args.n, seed=args.seed,
+            sampler=args.sampler or defaults.sampler, steps=args.steps or defaults.steps, label=args.label,
+            spacing=defaults.spacing, device=args.device))
+        return 0
     steps = list(bundle.sample_steps(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                     label=args.label))
+                                     label=args.label, guidance=args.guidance))
     print(f"wrote {save_grid(steps[-1].x_t, args.out, nrow=args.nrow)}")
     if args.gif:
         print(f"wrote {save_trajectory_gif(steps, args.gif, nrow=args.nrow)}")

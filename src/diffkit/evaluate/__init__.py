@@ -1,0 +1,1 @@
+"""Evaluation: feature extractors (FID Inception, domain classifier), sample-quality metrics, memorisation."""
