@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # `torch>=2.4` in pyproject.toml is already satisfied and pip never fetches a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test demo venv clean data-deps
+.PHONY: test demo venv clean data-deps viz-pictures
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,3 +65,14 @@ data-deps:
 		echo "make data-deps installs Debian packages and needs root: run 'sudo apt-get install $(DATA_DEBS)'"; \
 		echo "(Fashion-MNIST lands in /usr/share/datasets/fashion-mnist, Unihan in /usr/share/unicode)."; \
 	fi
+
+# The README's pictures (docs/viz-*.png), made by the `diffkit viz` commands; needs the glyph dataset's font.
+viz-pictures: $(VENV)/.dev-installed
+	$(PY) -m diffkit viz schedules --out docs/viz-schedules.png
+	$(PY) -m diffkit viz forward --dataset glyphs --out docs/viz-forward.png
+	$(PY) -m diffkit viz trajectory --ideal --dataset glyphs --samples 3 --out docs/viz-trajectory.png \
+		--gif docs/viz-trajectory.gif
+	$(PY) -m diffkit viz map --ideal --dataset glyphs --out docs/viz-map.png
+	$(PY) -m diffkit viz toy2d --out docs/viz-toy2d.png
+	$(PY) -m diffkit viz gaussian1d --out docs/viz-gaussian1d.png
+
