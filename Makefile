@@ -42,13 +42,14 @@ demo: $(VENV)/.demo-installed
 	else \
 		$(DIFFKIT) train --config configs/glyphs32.toml --run-dir $(DEMO_RUN) --max-minutes $(DEMO_MINUTES) $(DEMO_OVERRIDES); \
 	fi
-	$(DIFFKIT) sample $(DEMO_RUN) --sampler dpmpp_2m --steps 20 --n 64 --seed 0 \
-		--out $(DEMO_RUN)/grid.png --gif $(DEMO_RUN)/denoise.gif
+	$(DIFFKIT) sample $(DEMO_RUN) --sampler dpmpp_2m --steps 20 --n 64 --seed 0 --out $(DEMO_RUN)/grid.png
+	$(DIFFKIT) viz trajectory $(DEMO_RUN) --sampler dpmpp_2m --steps 20 --samples 4 \
+		--out $(DEMO_RUN)/trajectory.png --gif $(DEMO_RUN)/denoise.gif
 	$(DIFFKIT) viz forward --dataset glyphs --size 32 --index 0 --out $(DEMO_RUN)/forward.png
 	@echo
 	@echo "Demo pictures:"
 	@echo "  samples grid      $(DEMO_RUN)/grid.png"
-	@echo "  denoising GIF     $(DEMO_RUN)/denoise.gif"
+	@echo "  denoising GIF     $(DEMO_RUN)/denoise.gif   (x_t beside the predicted x0; strip: $(DEMO_RUN)/trajectory.png)"
 	@echo "  forward process   $(DEMO_RUN)/forward.png"
 	@echo "  training samples  $(DEMO_RUN)/samples/   (metrics: $(DEMO_RUN)/metrics.csv)"
 

@@ -5,11 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from PIL import Image
 
 from diffkit.errors import DiffkitError
 from diffkit.images import make_grid, to_uint8
 from diffkit.sampling import Step
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str | Path, frame_ms: float = 80, hold_ms: float = 1500) -> Path:
+    """Write uint8 frames (H, W) or (H, W, 3) as a looping GIF, the last held for hold_ms; written atomically."""
+    if not frames:
+        raise DiffkitError("An animation needs at least one frame.")
+    images = [Image.fromarray(frame) for frame in frames]
+    durations = [frame_ms] * (len(images) - 1) + [hold_ms]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    temporary.replace(path)
+    return path
 
 
 def save_trajectory_gif(steps: Sequence[Step], path: str | Path, nrow: int | None = None,
@@ -20,11 +35,5 @@ def save_trajectory_gif(steps: Sequence[Step], path: str | Path, nrow: int | Non
     frames = []
     for step in steps:
         grid = make_grid(to_uint8(step.x_t.clamp(-1, 1)), nrow=nrow)  # (H', W', C)
-        frames.append(Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid))
-    durations = [frame_ms] * (len(frames) - 1) + [hold_ms]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    temporary.replace(path)
-    return path
+        frames.append(grid[:, :, 0] if grid.shape[2] == 1 else grid)
+    return save_gif(frames, path, frame_ms, hold_ms)

@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from diffkit.animation import save_gif
 from diffkit.errors import DiffkitError
 from diffkit.process import q_sample
 from diffkit.sampling import Step
@@ -105,16 +106,14 @@ def save_animation(frames: list[np.ndarray], path: str | Path, fps: float = 10.0
     The last frame stays on screen `hold_last` frame-times, so the finished sample lingers before the loop.
     """
     import imageio.v2
-    import imageio.v3 as iio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".gif":
         # GIF writers merge identical frames, so the pause is a longer duration on the last one.
-        durations = [1000.0 / fps] * (len(frames) - 1) + [1000.0 / fps * (1 + hold_last)]
-        iio.imwrite(path, np.stack(frames), duration=durations, loop=0)
+        save_gif(frames, path, frame_ms=1000.0 / fps, hold_ms=1000.0 / fps * (1 + hold_last))
     elif suffix == ".mp4":
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError as error:
