@@ -14,7 +14,9 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 
 def run_diffkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m diffkit ARGS` in a fresh process that imports this checkout's source."""
+    # Tiny test models run fastest on one thread (and do not fight other processes for the cores).
     environment = dict(os.environ, PYTHONPATH=str(SOURCE))
+    environment.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
         [sys.executable, "-m", "diffkit", *args],
         capture_output=True, text=True, cwd=cwd, env=environment, timeout=timeout,
