@@ -8,7 +8,6 @@ sees exactly the batches an uninterrupted one would, and a 2-process run sees th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor
 
 from diffkit.config import DataConfig
+from diffkit.data.dataset import ImageDataset
 from diffkit.errors import DiffkitError
 from diffkit.images import to_model_range
 
@@ -38,30 +38,8 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-@dataclass
-class SyntheticImages:
-    """A tiny labelled image set made from a seed: class k is a bright square at a class-specific place."""
-
-    images: Tensor  # (N, C, H, W) uint8
-    labels: Tensor  # (N,) int64
-    num_classes: int
-
-    @property
-    def channels(self) -> int:
-        """1 for greyscale, 3 for colour."""
-        return int(self.images.shape[1])
-
-    @property
-    def size(self) -> int:
-        """Image height (= width)."""
-        return int(self.images.shape[2])
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
 def synthetic_images(size: int = 8, count: int = 64, channels: int = 1, classes: int = 4,
-                     seed: int = 0) -> SyntheticImages:
+                     seed: int = 0) -> ImageDataset:
     """`count` noisy images of squares at `classes` positions: learnable in a few steps, no files needed."""
     generator = torch.Generator().manual_seed(derive_seed(seed, SYNTHETIC_STREAM))
     labels = torch.arange(count) % classes  # (N,)
@@ -70,7 +48,8 @@ def synthetic_images(size: int = 8, count: int = 64, channels: int = 1, classes:
     for index in range(count):
         corner = (int(labels[index]) * (size - side)) // max(classes - 1, 1)
         images[index, :, corner:corner + side, corner:corner + side] = 200 + 55 * torch.rand(1, generator=generator)
-    return SyntheticImages(images.round().to(torch.uint8), labels.to(torch.int64), classes)
+    return ImageDataset(images.round().to(torch.uint8), labels.to(torch.int64),
+                        class_names=[str(k) for k in range(classes)], name="synthetic")
 
 
 def load_training_images(data: DataConfig) -> TrainingImages:

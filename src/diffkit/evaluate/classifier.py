@@ -151,13 +151,10 @@ def accuracy(model: DomainClassifier, images: Tensor, labels: Tensor) -> float:
     return (predict(model, images) == labels.long()).float().mean().item()
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (hashlib's streaming reader)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
 def save_classifier(model: DomainClassifier, directory: str | Path, **metadata: object) -> Path:
@@ -168,7 +165,7 @@ def save_classifier(model: DomainClassifier, directory: str | Path, **metadata: 
     temporary = weights.with_name(WEIGHTS_NAME + ".tmp")
     save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(temporary))
     temporary.replace(weights)
-    config = {"config": asdict(model.config), "sha256": sha256_file(weights), "metadata": metadata}
+    config = {"config": asdict(model.config), "sha256": file_digest(weights), "metadata": metadata}
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
@@ -185,7 +182,7 @@ def load_classifier(directory: str | Path) -> DomainClassifier:
         expected = record["sha256"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise DiffkitError(f"{config_path} is not a valid classifier config ({error}); retrain the classifier.") from None
-    actual = sha256_file(weights)
+    actual = file_digest(weights)
     if actual != expected:
         raise DiffkitError(f"{weights} has SHA-256 {actual[:12]}... but {CONFIG_NAME} records {expected[:12]}...; "
                            "the weights are corrupt or were replaced, retrain or restore them.")

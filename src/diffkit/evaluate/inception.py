@@ -54,19 +54,13 @@ def weights_path() -> Path:
     return path
 
 
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @lru_cache(maxsize=2)
 def load_inception(device: str = "cpu") -> torch.jit.ScriptModule:
     """Load the FID Inception TorchScript module once per process and device, checking the file's SHA-1."""
     path = weights_path()
-    if _sha1(path) != WEIGHTS_SHA1:
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha1").hexdigest()
+    if digest != WEIGHTS_SHA1:
         raise DiffkitError(f"{path} does not match the published FID Inception weights; reinstall {PACKAGE}.")
     with warnings.catch_warnings():
         # TorchScript is the format the file ships in; torch's suggestion (torch.export) does not apply.
