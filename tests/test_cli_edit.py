@@ -108,3 +108,16 @@ def test_sample_command_guides_and_sweeps(diffkit_cli, bundle_dir, tmp_path):
     assert read_picture(sweep).shape == (3 * 10 + 2, 4 * 10 + 2)
     bad = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--label", "9", "--out", str(tmp_path / "x.png"))
     assert bad.returncode == 2 and "9" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sample_command_refuses_zero_steps_and_an_unavailable_device_and_accepts_null_label(diffkit_cli, bundle_dir,
+                                                                                            tmp_path):
+    zero = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "0", "--out", str(tmp_path / "a.png"))
+    assert zero.returncode == 2 and "at least 1" in zero.stderr
+    device = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--device", "cuda", "--out", str(tmp_path / "b.png"))
+    assert device.returncode == 2 and "cuda" in device.stderr and "Traceback" not in device.stderr
+    null = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "3", "--label", "-1",
+                       "--out", str(tmp_path / "c.png"))
+    assert null.returncode == 0, null.stderr
+    unwritable = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "3", "--out", "/proc/none/x.png")
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr

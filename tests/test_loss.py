@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffkit.errors import DiffkitError
-from diffkit.loss import diffusion_loss
+from diffkit.loss import diffusion_loss, min_snr_weight
 from diffkit.oracle import gaussian_oracle
 from diffkit.process import v_from_x0_eps, x0_from_eps
 from diffkit.schedule import cosine
@@ -63,3 +63,10 @@ def test_loss_is_reproducible_from_the_generator_and_rejects_bad_options():
         diffusion_loss(network, schedule, x0, prediction="score")
     with pytest.raises(DiffkitError, match="positive"):
         diffusion_loss(network, schedule, x0, min_snr_gamma=0)
+
+
+def test_min_snr_weights_clip_the_signal_to_noise_ratio_at_gamma():
+    snr = torch.tensor([0.5, 20.0])
+    assert torch.allclose(min_snr_weight(snr, 5.0, "x0"), torch.tensor([0.5, 5.0]))
+    assert torch.allclose(min_snr_weight(snr, 5.0, "eps"), torch.tensor([1.0, 0.25]))
+    assert torch.allclose(min_snr_weight(snr, 5.0, "v"), torch.tensor([0.5 / 1.5, 5.0 / 21.0]))

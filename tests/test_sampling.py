@@ -138,3 +138,11 @@ def test_ddim_matches_diffusers_step_for_step(eta, spacing):
                                            generator=torch.Generator().manual_seed(5)))[1:]]
     for index, (a, b) in enumerate(zip(ours, theirs_steps)):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), index
+
+
+def test_inference_mode_does_not_leak_to_the_caller_between_steps():
+    schedule = linear(1000)
+    steps = sample_steps(gaussian_oracle(MU, S, schedule), schedule, (2, 1, 4, 4), steps=5)
+    first = next(steps)
+    assert first.x_t.is_inference() and not torch.is_inference_mode_enabled()
+    assert torch.ones(2, requires_grad=True).sum().requires_grad  # autograd still works for the caller

@@ -82,3 +82,16 @@ def test_parity_with_diffusers_betas_and_alpha_bar(ours, theirs):
     schedule = make_schedule(ours, 1000)
     assert torch.allclose(schedule.betas, reference.betas, atol=1e-7)
     assert torch.allclose(schedule.alpha_bar, reference.alphas_cumprod, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "leading", "trailing"])
+def test_every_step_count_gives_that_many_distinct_steps(spacing):
+    for n in range(1, 1001):
+        steps = spaced_timesteps(1000, n, spacing)
+        assert steps.shape == (n,) and int(steps.unique().numel()) == n, n
+        assert int(steps.min()) >= 0 and int(steps.max()) <= 999, n
+
+
+@pytest.mark.parametrize("T", [50, 100, 1000])
+def test_linear_schedule_ends_near_pure_noise_for_any_T(T):
+    assert float(linear(T).alpha_bar[-1]) < 1e-3

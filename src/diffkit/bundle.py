@@ -7,7 +7,6 @@ that differ), and returns a `Bundle`: the network, the training schedule, the co
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
 from diffkit.guidance import guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
-from diffkit.sampling import Step, get_sampler, sample_steps
+from diffkit.sampling import Step, run_to_end, sample_steps
 from diffkit.schedule import Schedule, make_schedule
 
 CONFIG_FILE = "config.json"
@@ -74,9 +73,9 @@ class Bundle:
         `guidance` is the classifier-free guidance scale (1 = plain conditional sampling).
         """
         defaults = self.config.sample
-        sampler = sampler or defaults.sampler
-        if clip_x0 is not None and "clip_x0" in inspect.signature(get_sampler(sampler).run).parameters:
-            options["clip_x0"] = clip_x0
+        sampler = defaults.sampler if sampler is None else sampler
+        steps = defaults.steps if steps is None else steps
+        options["clip_x0"] = clip_x0
         n = defaults.n if n is None else n
         if n < 1:
             raise DiffkitError(f"The number of samples must be at least 1, not {n}.")
@@ -88,16 +87,13 @@ class Bundle:
                                   context_dim=model.context_dim, labels=y)
         return sample_steps(
             denoise, self.schedule.to(device), (n, *self.image_shape),
-            sampler=sampler, steps=steps or defaults.steps, spacing=spacing or defaults.spacing,
+            sampler=sampler, steps=steps, spacing=defaults.spacing if spacing is None else spacing,
             y=y, generator=generator, device=device, **options,
         )
 
     def sample(self, n: int | None = None, **keywords) -> Tensor:
         """n finished samples (n, C, H, W) in about [-1, 1]; keywords as for `sample_steps`."""
-        last = None
-        for last in self.sample_steps(n, **keywords):
-            pass
-        return last.x_t
+        return run_to_end(self.sample_steps(n, **keywords))
 
 
 def schedule_of(config: Config) -> Schedule:
@@ -171,5 +167,9 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         raise DiffkitError(f"{weights_path} does not fit the model in {config_path}: {'; '.join(differences)}; "
                            "use the config the weights were trained with.")
     network.load_state_dict(weights)
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # an unbuilt backend asserts, a bad name is a RuntimeError
+        raise DiffkitError(f"The device '{device}' is not available here ({error}); use --device cpu.") from None
     network.to(device).eval().requires_grad_(False)
     return Bundle(network, schedule_of(config), config)

@@ -15,7 +15,7 @@ from torch import Tensor
 from diffkit.errors import DiffkitError
 from diffkit.process import Denoiser, call_denoiser, gather, q_sample, q_step
 from diffkit.sampling import (Step, ddim, ddpm_step, get_sampler, noise_like, run_to_end, sampling_schedule,
-                              training_step)
+                              stepwise_inference, training_step)
 from diffkit.schedule import Schedule
 
 
@@ -61,6 +61,7 @@ def repaint_walk(steps: int, jump: int = 10, resample: int = 1) -> list[int]:
     return walk
 
 
+@stepwise_inference
 def inpaint_steps(denoise: Denoiser, schedule: Schedule, image: Tensor, known: Tensor, *, steps: int | None = None,
                   spacing: str = "trailing", y: Tensor | None = None, generator: torch.Generator | None = None,
                   jump: int = 10, resample: int = 1, variance: str = "beta_tilde",
@@ -74,16 +75,15 @@ def inpaint_steps(denoise: Denoiser, schedule: Schedule, image: Tensor, known: T
     walk = repaint_walk(grid.T, jump, resample)
     noise = noise_like(image, generator)
     x = torch.where(mask, q_sample(grid, image, grid.T - 1, noise_like(image, generator)), noise)
-    with torch.inference_mode():
-        for here, there in zip(walk, walk[1:]):
-            if there > here:  # RePaint: one forward step x_there ~ q(x_there | x_here) (DDPM eq. 2)
-                x = q_step(grid, x, there, noise_like(x, generator))
-                continue
-            x_unknown, x0_hat = ddpm_step(denoise, grid, x, here, y, generator=generator, variance=variance,
-                                          clip_x0=clip_x0)
-            yield Step(training_step(grid, here), x, x0_hat)
-            x_known = image if there < 0 else q_sample(grid, image, there, noise_like(x, generator))
-            x = torch.where(mask, x_known, x_unknown)
+    for here, there in zip(walk, walk[1:]):
+        if there > here:  # RePaint: one forward step x_there ~ q(x_there | x_here) (DDPM eq. 2)
+            x = q_step(grid, x, there, noise_like(x, generator))
+            continue
+        x_unknown, x0_hat = ddpm_step(denoise, grid, x, here, y, generator=generator, variance=variance,
+                                      clip_x0=clip_x0)
+        yield Step(training_step(grid, here), x, x0_hat)
+        x_known = image if there < 0 else q_sample(grid, image, there, noise_like(x, generator))
+        x = torch.where(mask, x_known, x_unknown)
     yield Step(-1, x, x)
 
 
@@ -92,6 +92,7 @@ def inpaint(denoise: Denoiser, schedule: Schedule, image: Tensor, known: Tensor,
     return run_to_end(inpaint_steps(denoise, schedule, image, known, **keywords))
 
 
+@stepwise_inference
 def img2img_steps(denoise: Denoiser, schedule: Schedule, image: Tensor, strength: float, *, sampler: str = "ddim",
                   steps: int | None = None, spacing: str = "trailing", y: Tensor | None = None,
                   generator: torch.Generator | None = None, **options) -> Iterator[Step]:
@@ -107,8 +108,7 @@ def img2img_steps(denoise: Denoiser, schedule: Schedule, image: Tensor, strength
     # A prefix of a respaced schedule is itself a schedule: betas_i = 1 - alpha_bar_i / alpha_bar_{i-1} are unchanged.
     start = Schedule(grid.betas[:count], grid.alpha_bar[:count], grid.timesteps[:count])
     x_start = q_sample(start, image, count - 1, noise_like(image, generator))
-    with torch.inference_mode():
-        yield from run(denoise, x_start, start, y, generator=generator, **options)
+    yield from run(denoise, x_start, start, y, generator=generator, **options)
 
 
 def img2img(denoise: Denoiser, schedule: Schedule, image: Tensor, strength: float, **keywords) -> Tensor:

@@ -74,9 +74,10 @@ def check_conditioning(num_classes: int, context_dim: int, labels: Tensor | None
     if not conditional:
         raise DiffkitError("This model is unconditional, so it takes no labels; drop the label option.")
     if num_classes > 0 and not labels.is_floating_point():
-        bad = labels[(labels < 0) | (labels >= num_classes)]
+        bad = labels[(labels < -1) | (labels >= num_classes)]  # -1 is the null label (unconditional)
         if bad.numel():
-            raise DiffkitError(f"Label {int(bad[0])} is out of range; this model has classes 0 to {num_classes - 1}.")
+            raise DiffkitError(f"Label {int(bad[0])} is out of range; this model has classes 0 to {num_classes - 1} "
+                               "(or -1 for unconditional).")
 
 
 def guidance_sweep(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], labels: Tensor,

@@ -169,6 +169,7 @@ def prior_kl(schedule: Schedule, x0: Tensor) -> Tensor:
     return normal_kl(mean, logvar, torch.zeros_like(x0), torch.zeros_like(x0)).flatten(1).sum(1)
 
 
+@torch.inference_mode()
 def vlb_term(denoise: Denoiser, schedule: Schedule, x0: Tensor, i: int, y: Tensor | None,
              generator: torch.Generator | None, variance: str = "beta_tilde") -> Tensor:
     """L_{i} per item in nats: KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) for i > 0, -log p(x_0|x_1) for i = 0."""
@@ -176,9 +177,12 @@ def vlb_term(denoise: Denoiser, schedule: Schedule, x0: Tensor, i: int, y: Tenso
     x_t = q_sample(schedule, x0, i, eps)
     x0_hat = x0_from_eps(schedule, x_t, i, call_denoiser(denoise, schedule, x_t, i, y)).clamp(-1, 1)
     model_mean, _ = posterior(schedule, x0_hat, x_t, i)
-    # beta-tilde is 0 at the first step, so the decoder's variance is the second step's (improved DDPM, sec. 2.1).
-    decoder_index = 1 if i == 0 and schedule.T > 1 else i
-    model_variance = reverse_variance(schedule, decoder_index, x0, "beta" if schedule.T == 1 else variance)
+    if i == 0:
+        # beta-tilde is 0 at the first step, so the decoder uses the second step's beta-tilde whichever variance
+        # the chain has (DDPM's "fixedlarge" and guided-diffusion's FIXED_LARGE both do: log(append(bt_1, b_1:))).
+        model_variance = gather(schedule.beta_tilde if schedule.T > 1 else schedule.betas, min(1, schedule.T - 1), x0)
+    else:
+        model_variance = reverse_variance(schedule, i, x0, variance)
     model_logvar = torch.log(model_variance).expand_as(x0)
     if i == 0:
         log_p = discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar)
@@ -188,6 +192,7 @@ def vlb_term(denoise: Denoiser, schedule: Schedule, x0: Tensor, i: int, y: Tenso
     return kl.flatten(1).sum(1)
 
 
+@torch.inference_mode()
 def nll_bits_per_dim(denoise: Denoiser, schedule: Schedule, x0: Tensor, y: Tensor | None = None, *,
                      generator: torch.Generator | None = None, variance: str = "beta") -> Tensor:
     """Upper bound on -log2 p(x_0) per dimension, per item: (L_T + sum_t L_{t-1} + L_0) / (D ln 2).

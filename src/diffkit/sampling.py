@@ -10,6 +10,7 @@ so the same steps feed sample grids, GIFs and tests. Pass a respaced schedule to
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple
 
@@ -296,6 +297,24 @@ def sampling_schedule(schedule: Schedule, steps: int | None = None, spacing: str
     return respace(schedule, spaced_timesteps(schedule.T, steps, spacing))
 
 
+def stepwise_inference(step_generator: Callable[..., Iterator[Step]]) -> Callable[..., Iterator[Step]]:
+    """Run a step generator under torch.inference_mode one step at a time, so the mode never leaks to the caller
+    between steps (a generator's `with` block would stay open while the caller holds a Step)."""
+
+    @functools.wraps(step_generator)
+    def stepped(*args, **keywords) -> Iterator[Step]:
+        steps = step_generator(*args, **keywords)
+        while True:
+            with torch.inference_mode():
+                step = next(steps, None)
+            if step is None:
+                return
+            yield step
+
+    return stepped
+
+
+@stepwise_inference
 def sample_steps(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], *, sampler: str = "ddim",
                  steps: int | None = None, spacing: str = "trailing", y: Tensor | None = None,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
@@ -304,8 +323,7 @@ def sample_steps(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], 
     run = get_sampler(sampler).run
     grid = sampling_schedule(schedule, steps, spacing).to(device)
     x_T = torch.randn(shape, generator=generator, device=device)
-    with torch.inference_mode():
-        yield from run(denoise, x_T, grid, y, generator=generator, **options)
+    yield from run(denoise, x_T, grid, y, generator=generator, **options)
 
 
 def sample(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], **keywords) -> Tensor:

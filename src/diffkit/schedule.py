@@ -96,9 +96,14 @@ def _check_steps(T: int) -> None:
 
 
 def linear(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
-    """DDPM's linear schedule (Ho et al. 2020, sec. 4): betas evenly spaced from beta_start to beta_end."""
+    """DDPM's linear schedule (Ho et al. 2020, sec. 4): betas evenly spaced from beta_start to beta_end.
+
+    The endpoints are for T = 1000; other T scale them by 1000 / T (improved DDPM's get_named_beta_schedule),
+    so the same amount of noise is added overall and x_T is still almost pure noise.
+    """
     _check_steps(T)
-    return from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
+    scale = 1000 / T
+    return from_betas(torch.linspace(scale * beta_start, min(scale * beta_end, MAX_BETA), T, dtype=torch.float64))
 
 
 def betas_from_alpha_bar(alpha_bar_fn: Callable[[Tensor], Tensor], T: int) -> Tensor:
@@ -160,7 +165,8 @@ def spaced_timesteps(T: int, n: int, spacing: str = "trailing") -> Tensor:
     elif spacing == "leading":
         steps = torch.arange(n, dtype=torch.float64) * (T // n)
     elif spacing == "trailing":
-        steps = (torch.arange(T, 0, -T / n, dtype=torch.float64).round() - 1).flip(0)
+        # (k T / n) - 1 for k = 1..n; diffusers' arange(T, 0, -T/n) can return n + 1 values by float rounding.
+        steps = (torch.arange(1, n + 1, dtype=torch.float64) * T / n).round() - 1
     else:
         raise DiffkitError(f"Unknown timestep spacing '{spacing}'; choose one of: {', '.join(SPACINGS)}.")
     return steps.to(torch.int64)

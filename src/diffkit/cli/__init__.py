@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiffkitError as error:
         print(f"diffkit: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file we were told to read or write: say which and why, not a traceback
+        print(f"diffkit: error: cannot use {error.filename or 'a file'} ({error.strerror or error}).", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("diffkit: interrupted", file=sys.stderr)
         return 130

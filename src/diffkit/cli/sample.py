@@ -35,18 +35,23 @@ def run(args: argparse.Namespace) -> int:
     from diffkit.bundle import load
     from diffkit.cli.edit import parse_scales, write_guidance_sweep
     from diffkit.images import save_grid
+    from diffkit.sampling import run_to_end
 
     bundle = load(args.run, device=args.device)
     if args.guidance_sweep:
         defaults = bundle.config.sample
         print("wrote " + write_guidance_sweep(
             bundle, parse_scales(args.guidance_sweep), args.out, n=args.n, seed=args.seed,
-            sampler=args.sampler or defaults.sampler, steps=args.steps or defaults.steps, label=args.label,
+            sampler=args.sampler or defaults.sampler,
+            steps=defaults.steps if args.steps is None else args.steps, label=args.label,
             spacing=defaults.spacing, device=args.device))
         return 0
-    steps = list(bundle.sample_steps(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                     label=args.label, guidance=args.guidance))
-    print(f"wrote {save_grid(steps[-1].x_t, args.out, nrow=args.nrow)}")
-    if args.gif:
-        print(f"wrote {save_trajectory_gif(steps, args.gif, nrow=args.nrow)}")
+    steps = bundle.sample_steps(args.n, sampler=args.sampler, steps=args.steps, seed=args.seed, label=args.label,
+                                guidance=args.guidance)
+    if not args.gif:
+        print(f"wrote {save_grid(run_to_end(steps), args.out, nrow=args.nrow)}")
+        return 0
+    trajectory = list(steps)  # every step is kept only when the GIF needs it
+    print(f"wrote {save_grid(trajectory[-1].x_t, args.out, nrow=args.nrow)}")
+    print(f"wrote {save_trajectory_gif(trajectory, args.gif, nrow=args.nrow)}")
     return 0

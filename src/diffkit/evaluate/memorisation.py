@@ -60,8 +60,8 @@ def nearest_training_images(samples: Tensor, training: Tensor, *, batch_size: in
     all_indices = []
     for start in range(0, queries.shape[0], batch_size):
         query = queries[start : start + batch_size]  # (B, P)
-        best_distances = torch.full((query.shape[0], 0), 0.0)
-        best_indices = torch.zeros((query.shape[0], 0), dtype=torch.long)
+        best_distances = torch.full((query.shape[0], 0), 0.0, device=query.device)
+        best_indices = torch.zeros((query.shape[0], 0), dtype=torch.long, device=query.device)
         for offset in range(0, references.shape[0], training_batch_size):
             block = squared_distances(query, references[offset : offset + training_batch_size])  # (B, M_block)
             top = block.topk(min(2, block.shape[1]), dim=1, largest=False)
