@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
 from diffkit.images import make_grid, to_uint8
 from diffkit.sampling import Step
@@ -20,10 +21,8 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, frame_ms: float = 8
     images = [Image.fromarray(frame) for frame in frames]
     durations = [frame_ms] * (len(images) - 1) + [hold_ms]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
     return path
 
 

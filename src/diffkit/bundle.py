@@ -8,7 +8,6 @@ that differ), and returns a `Bundle`: the network, the training schedule, the co
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from diffkit.files import atomic_path
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
@@ -104,10 +104,9 @@ def schedule_of(config: Config) -> Schedule:
 def save_weights(network: nn.Module, path: str | Path) -> Path:
     """Write a network's weights as safetensors, atomically (temporary file, then rename)."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".partial")
     weights = {key: value.detach().float().cpu().contiguous() for key, value in network.state_dict().items()}
-    save_file(weights, str(temporary), metadata={"format": "pt", "library": "diffkit"})
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file(weights, str(temporary), metadata={"format": "pt", "library": "diffkit"})
     return path
 
 

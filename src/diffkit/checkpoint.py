@@ -9,7 +9,6 @@ directory for a new or resumed run on rank 0 and tells every process.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import warnings
 import zipfile
@@ -20,6 +19,7 @@ import torch
 from lightning.fabric import Fabric
 from torch import Tensor
 
+from diffkit.files import atomic_path
 from diffkit.config import Config, format_config, save_config
 from diffkit.errors import DiffkitError
 
@@ -32,9 +32,8 @@ FIXED_SECTIONS = ("model", "diffusion", "data")  # what a resumed run may not ch
 def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temporary file, then rename, so a crash never leaves half a checkpoint."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".partial")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
     return path
 
 

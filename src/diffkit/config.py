@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNetConfig
 from diffkit.process import PREDICTIONS
@@ -284,9 +285,8 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
 def save_config(config: Config, path: str | Path) -> Path:
     """Write the config as indented JSON, atomically (temporary file, then rename)."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return path
 
 

@@ -7,13 +7,13 @@ place that converts between the two, so every module rounds and clips the same w
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
 
 
@@ -60,15 +60,11 @@ def make_grid(
 def save_image_array(array: np.ndarray, path: str | Path) -> Path:
     """Write an (H, W, 1 or 3) or (H, W) uint8 array as a picture (PNG unless the suffix says otherwise)."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     picture = Image.fromarray(np.ascontiguousarray(array))  # 2-D -> "L", (H, W, 3) -> "RGB"
-    # Write to a temporary name and rename, so a reader never sees half a file.
-    temporary = path.with_name(path.name + ".partial")
-    picture.save(temporary, format=_format_for(path))
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        picture.save(temporary, format=_format_for(path))
     return path
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from diffkit.files import atomic_path
+
 METRICS_FILE = "metrics.csv"
 COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "ema_decay", "images_per_second", "elapsed_minutes")
 
@@ -20,10 +22,8 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     with path.open(newline="") as handle:
         rows = list(csv.reader(handle))
     kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= last_step]
-    temporary = path.with_name(path.name + ".partial")
-    with temporary.open("w", newline="") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
         csv.writer(handle).writerows(kept)
-    temporary.replace(path)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
 from diffkit.images import to_model_range
 
@@ -117,16 +118,14 @@ def save_cache(dataset: ImageDataset, path: Path) -> Path:
         arrays["meanings"] = np.array(dataset.meanings, dtype=str)
     if dataset.styles is not None:
         arrays["styles"] = dataset.styles.numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + f".{os.getpid()}.partial")
     # Written by hand rather than np.savez so that entry timestamps are fixed: same data, same bytes.
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED,
+                                                          compresslevel=1) as archive:
         for key, array in arrays.items():
             entry = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_ZIP_TIME)
             entry.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(entry, "w", force_zip64=True) as handle:
                 np.lib.format.write_array(handle, array, allow_pickle=False)
-    os.replace(temporary, path)
     return path
 
 

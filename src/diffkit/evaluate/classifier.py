@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
 
 WEIGHTS_NAME = "classifier.safetensors"
@@ -162,9 +163,8 @@ def save_classifier(model: DomainClassifier, directory: str | Path, **metadata: 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_NAME
-    temporary = weights.with_name(WEIGHTS_NAME + ".tmp")
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(temporary))
-    temporary.replace(weights)
+    with atomic_path(weights) as temporary:
+        save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(temporary))
     config = {"config": asdict(model.config), "sha256": file_digest(weights), "metadata": metadata}
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return directory

@@ -18,6 +18,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
+from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
 
 ArrayLike = Tensor | np.ndarray
@@ -79,11 +80,9 @@ def fid_from_features(features1: ArrayLike, features2: ArrayLike) -> float:
 def save_statistics(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **metadata: str | int) -> Path:
     """Write FID reference statistics (and string/int metadata such as extractor, split, count) as `.npz`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez(temporary, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64),
-             **{f"meta_{key}": np.asarray(value) for key, value in metadata.items()})
-    temporary.replace(path)  # atomic: a crash never leaves half a statistics file
+    with atomic_path(path) as temporary:
+        np.savez(temporary, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64),
+                 **{f"meta_{key}": np.asarray(value) for key, value in metadata.items()})
     return path
 
 

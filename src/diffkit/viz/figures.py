@@ -6,7 +6,6 @@ and never opens a window. Image tensors arrive in the model range [-1, 1], shape
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +18,7 @@ import torch  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError  # noqa: E402
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
@@ -53,10 +53,7 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FIGURE_SUFFIXES:
         raise DiffkitError(f"Cannot write a figure to {path}; use a file ending in {', '.join(FIGURE_SUFFIXES)}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary name and rename, so a reader never sees half a file.
-    temporary = path.with_name(path.name + ".partial" + path.suffix)
-    figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
     plt.close(figure)
     return path
