@@ -55,6 +55,37 @@ def test_training_lowers_the_loss_on_synthetic_squares(tmp_path):
     assert rows[-1]["loss"] < 0.6 * rows[0]["loss"]
 
 
+class NanGradient(torch.autograd.Function):
+    """Identity on the loss, NaN on its gradient: a finite loss whose backward overflows."""
+
+    @staticmethod
+    def forward(context, loss):
+        return loss.clone()
+
+    @staticmethod
+    def backward(context, gradient):
+        return gradient * float("nan")
+
+
+def test_nan_gradients_at_a_checkpoint_step_never_reach_the_weights_or_the_checkpoint(tmp_path, monkeypatch):
+    calls = []
+
+    def poisoned(*args, **keywords):
+        loss = real_loss(*args, **keywords)
+        calls.append(1)
+        return NanGradient.apply(loss) if len(calls) == 4 else loss
+
+    real_loss = train_module.diffusion_loss
+    monkeypatch.setattr(train_module, "diffusion_loss", poisoned)
+    run_dir = tmp_path / "run"
+    config = tiny_config("train.max_steps=8", "train.checkpoint_every=2", "train.sample_every=0", "train.grad_clip=none")
+    with pytest.raises(DiffkitError, match=r"gradient norm became nan at step 4.*\(step 2\) is untouched"):
+        train(config, run_dir, launch=train_module.Launch(accelerator="cpu"))
+    state = load_state(run_dir / "state.ckpt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(value).all() for value in state["model"].values())
+
+
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     calls = []
 

@@ -201,15 +201,19 @@ def agree(fabric: Fabric, loss: Tensor, stop: bool) -> tuple[float, bool, bool]:
     return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0
 
 
-def optimizer_step(run: Run, loss: Tensor) -> float | None:
+def optimizer_step(run: Run, loss: Tensor) -> float:
     """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
     for group in run.optimizer.param_groups:
         group["lr"] = learning_rate(run.step, run.config.train)
     run.fabric.backward(loss)
-    grad_norm = None
-    if run.config.train.grad_clip is not None:
-        grad_norm = float(run.fabric.clip_gradients(run.model, run.optimizer, max_norm=run.config.train.grad_clip,
-                                                    error_if_nonfinite=False))
+    # The norm is always measured (max_norm=inf clips nothing): a finite loss can still have inf/NaN gradients
+    # (bf16 overflow), and AdamW would write them into the weights and the next checkpoint.
+    max_norm = run.config.train.grad_clip if run.config.train.grad_clip is not None else float("inf")
+    grad_norm = float(run.fabric.clip_gradients(run.model, run.optimizer, max_norm=max_norm,
+                                                error_if_nonfinite=False))
+    if not math.isfinite(grad_norm):
+        run.optimizer.zero_grad(set_to_none=True)
+        return grad_norm  # the caller stops the run; the weights were not touched
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.ema.update(run.network)
@@ -286,8 +290,10 @@ def training_loop(run: Run, stop: StopRequest, resumed: bool) -> TrainResult:
             out_of_time = train.max_minutes is not None and step_started - started >= train.max_minutes * 60
             loss_value, nonfinite, stopping = agree(fabric, loss, stop.signal_name is not None or out_of_time)
             if nonfinite:
-                raise DiffkitError(_nonfinite_message(run, loss_value, saved_step))
+                raise DiffkitError(_nonfinite_message(run, f"loss became {loss_value}", saved_step))
             grad_norm = optimizer_step(run, loss)
+            if not math.isfinite(grad_norm):
+                raise DiffkitError(_nonfinite_message(run, f"gradient norm became {grad_norm}", saved_step))
             run.elapsed_seconds += time.monotonic() - step_started
             interval_losses.append(loss_value)
             progress.update(1)
@@ -331,9 +337,9 @@ def _log_row(run: Run, log: MetricsLog, progress: tqdm, loss: float, grad_norm: 
     progress.set_postfix(loss=f"{loss:.4f}", images_per_second=f"{images_per_second:.0f}")
 
 
-def _nonfinite_message(run: Run, loss: float, saved_step: int | None) -> str:
-    """The one sentence a NaN/inf loss ends the run with."""
+def _nonfinite_message(run: Run, what: str, saved_step: int | None) -> str:
+    """The one sentence a NaN/inf loss or gradient ends the run with."""
     where = (f"the last checkpoint {run.run_dir / STATE_FILE} (step {saved_step}) is untouched"
              if saved_step is not None else "no checkpoint had been written yet")
-    return (f"The training loss became {loss} at step {run.step + 1}; training stopped and {where}; "
+    return (f"The training {what} at step {run.step + 1}; training stopped and {where}; "
             "lower train.lr or set train.grad_clip, then resume.")
