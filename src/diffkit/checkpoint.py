@@ -100,7 +100,8 @@ def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, 
         else:
             chosen.mkdir(parents=True, exist_ok=True)
             (chosen / SAMPLES_DIR).mkdir(exist_ok=True)
-            save_config(config, chosen / "config.json")
+            if not resume:  # a resumed run's config.json changes only once its state has loaded (train.py)
+                save_config(config, chosen / "config.json")
             print(f"diffkit: run directory {chosen}\n{format_config(config)}", flush=True)
     chosen, problem = fabric.broadcast((str(chosen) if chosen else None, problem))
     if problem:  # every process stops with rank 0's reason instead of waiting for it forever
@@ -114,7 +115,10 @@ def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resu
         if not (directory / STATE_FILE).is_file() or not (directory / "config.json").is_file():
             raise DiffkitError(f"{directory} holds no {STATE_FILE} and config.json to resume from; pass the "
                                "directory of a run that has written a checkpoint.")
-        saved = json.loads((directory / "config.json").read_text())
+        try:
+            saved = json.loads((directory / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DiffkitError(f"Cannot parse {directory / 'config.json'} ({error}); the run's config is damaged.") from None
         changed = [f"{section}.{key}" for section in FIXED_SECTIONS for key, value in config.to_dict()[section].items()
                    if saved[section].get(key) != value]
         if changed:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of
 from diffkit.checkpoint import (SAMPLES_DIR, STATE_FILE, load_state, prepare_run_dir, restore_random_states,
                                 save_training_state)
-from diffkit.config import Config, TrainConfig
+from diffkit.config import Config, TrainConfig, save_config
 from diffkit.ema import EMA, ema_decay
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
@@ -262,6 +262,8 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
     config = resolve_config(config, dataset)
     run_dir = prepare_run_dir(fabric, config, run_dir, name, resume)
     run = setup_run(fabric, config, dataset, run_dir, resume)
+    if resume and fabric.is_global_zero:
+        save_config(config, run_dir / "config.json")  # the new train.* / sample.* values, now that resume worked
     with StopRequest() as stop:
         return training_loop(run, stop, resumed=resume)
 
