@@ -23,7 +23,7 @@ from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
 from diffkit.guidance import guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
-from diffkit.sampling import Step, run_to_end, sample_steps
+from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
 from diffkit.schedule import Schedule, make_schedule
 
 CONFIG_FILE = "config.json"
@@ -73,6 +73,8 @@ class Bundle:
         `guidance` is the classifier-free guidance scale (1 = plain conditional sampling).
         """
         defaults = self.config.sample
+        if spacing is None:  # the config's spacing goes with the config's sampler; others bring their own
+            spacing = defaults.spacing if sampler in (None, defaults.sampler) else get_sampler(sampler).recommended_spacing
         sampler = defaults.sampler if sampler is None else sampler
         steps = defaults.steps if steps is None else steps
         options["clip_x0"] = clip_x0
@@ -87,7 +89,7 @@ class Bundle:
                                   context_dim=model.context_dim, labels=y)
         return sample_steps(
             denoise, self.schedule.to(device), (n, *self.image_shape),
-            sampler=sampler, steps=steps, spacing=defaults.spacing if spacing is None else spacing,
+            sampler=sampler, steps=steps, spacing=spacing,
             y=y, generator=generator, device=device, **options,
         )
 
