@@ -68,12 +68,17 @@ data-deps:
 	fi
 
 # The README's pictures (docs/viz-*.png), made by the `diffkit viz` commands; needs the glyph dataset's font.
+# The README's pictures; the trajectory, map and samples come from PICTURE_RUN (the demo run, trained to about
+# 3,000 steps by re-running `make demo` or `diffkit train --resume runs/demo`).
+PICTURE_RUN ?= $(DEMO_RUN)
+
 viz-pictures: $(VENV)/.dev-installed
 	$(PY) -m diffkit viz schedules --out docs/viz-schedules.png
 	$(PY) -m diffkit viz forward --dataset glyphs --out docs/viz-forward.png
-	$(PY) -m diffkit viz trajectory --ideal --dataset glyphs --samples 3 --out docs/viz-trajectory.png \
-		--gif docs/viz-trajectory.gif
-	$(PY) -m diffkit viz map --ideal --dataset glyphs --out docs/viz-map.png
+	$(PY) -m diffkit viz trajectory $(PICTURE_RUN) --sampler dpmpp_2m --steps 20 --samples 4 \
+		--out docs/viz-trajectory.png --gif docs/viz-trajectory.gif
+	$(PY) -m diffkit viz map $(PICTURE_RUN) --dataset glyphs --out docs/viz-map.png
+	$(PY) -m diffkit sample $(PICTURE_RUN) --sampler dpmpp_2m --steps 20 --n 64 --seed 0 --out docs/glyphs32-samples.png
 	$(PY) -m diffkit viz toy2d --out docs/viz-toy2d.png
 	$(PY) -m diffkit viz gaussian1d --out docs/viz-gaussian1d.png
 
