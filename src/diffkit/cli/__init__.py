@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffkit.cli import data, edit, sample, train
+from diffkit.cli import data, edit, evaluate, sample, train
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = (data, train, sample, edit)
+COMMANDS: tuple = (data, train, sample, edit, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
