@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from tiny_run import one_thread, tiny_config  # noqa: F401 - one_thread is a fixture helper
+from tiny_run import one_thread, tiny_config
 
 from diffkit.bundle import load, save_bundle
 from diffkit.cli import main
@@ -127,7 +126,7 @@ def test_two_set_mode_compares_folders_and_npz(workspace, tmp_path, capsys):
     (["--metrics", "accuracy"], ["classifier", "--classifier"]),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(workspace, capsys, arguments, words):
-    code, out, err = run_cli("eval", str(workspace / "run"), "--n", "4", *arguments, capsys=capsys)
+    code, _, err = run_cli("eval", str(workspace / "run"), "--n", "4", *arguments, capsys=capsys)
     assert code == 2
     message = err.strip()
     assert message.startswith("diffkit: error:") and message.count("\n") == 0
@@ -148,7 +147,7 @@ def test_missing_dataset_is_one_sentence(tmp_path, capsys):
     config = tiny_config("data.dataset=folder", f"data.options={{path = '{tmp_path / 'nowhere'}'}}")
     torch.manual_seed(0)
     save_bundle(tmp_path / "run", config, UNet(config.model))
-    code, out, err = run_cli("eval", str(tmp_path / "run"), "--n", "4", "--metrics", "fid", "--split", "train",
+    code, _, err = run_cli("eval", str(tmp_path / "run"), "--n", "4", "--metrics", "fid", "--split", "train",
                              capsys=capsys)
     assert code == 2 and err.count("\n") == 1 and "nowhere" in err
 
@@ -160,7 +159,7 @@ def test_metric_names_are_parsed_in_order_without_duplicates():
 
 
 def test_train_classifier_command_saves_a_loadable_classifier(tmp_path, capsys):
-    code, out, err = run_cli("eval", "train-classifier", "--dataset", "synthetic", "--size", "8", "--out",
+    code, _, err = run_cli("eval", "train-classifier", "--dataset", "synthetic", "--size", "8", "--out",
                              str(tmp_path / "c"), "--classifier-steps", "5", "--width", "4", capsys=capsys)
     assert code == 0, err
     record = json.loads((tmp_path / "c" / "classifier.json").read_text())

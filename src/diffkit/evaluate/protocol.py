@@ -247,9 +247,11 @@ def feature_metrics(bundle, protocol: Protocol, samples: Tensor, reference, clas
     real = lazy(lambda: extractor.features(real_images))
     path = statistics_path(resolve_data_dir(data.data_dir), data.dataset, bundle.image_shape[-1], protocol.split,
                            extractor, count)
-    statistics = lambda: metrics.cached_statistics(  # noqa: E731 - computed only if FID is asked for
-        path, real, dataset=data.dataset, size=bundle.image_shape[-1], split=protocol.split,
-        extractor=extractor.identity, count=count)
+
+    def statistics() -> tuple:  # read from the cache, or computed, only if FID is asked for
+        return metrics.cached_statistics(path, real, dataset=data.dataset, size=bundle.image_shape[-1],
+                                         split=protocol.split, extractor=extractor.identity, count=count)
+
     results = compare_features(protocol.metrics, extractor.features(samples), real, reference_statistics=statistics,
                                seed=protocol.seed, kid_subset_size=min(1000, count, samples.shape[0]))
     return results, {"reference_count": count, "reference_statistics": str(path) if "fid" in protocol.metrics else None}
@@ -257,7 +259,7 @@ def feature_metrics(bundle, protocol: Protocol, samples: Tensor, reference, clas
 
 def memorisation_metrics(samples: Tensor, training: Tensor, rows: int) -> tuple[dict[str, float], Tensor]:
     """Share of samples flagged as memorised, the ratio's median, and a grid of the most suspicious samples."""
-    from diffkit.evaluate.memorisation import memorisation, memorised_fraction, neighbour_grid
+    from diffkit.evaluate.memorisation import Neighbours, memorisation, memorised_fraction, neighbour_grid
 
     neighbours = memorisation(samples, training)
     results = {"memorised_fraction": memorised_fraction(neighbours),
@@ -265,8 +267,8 @@ def memorisation_metrics(samples: Tensor, training: Tensor, rows: int) -> tuple[
                "nearest_distance_median": neighbours.distances[:, 0].median().item()}
     # The rows with the lowest 1st/2nd nearest ratio are the likeliest copies: show those.
     order = neighbours.ratio.argsort()[:rows]
-    subset = type(neighbours)(neighbours.indices[order], neighbours.distances[order], neighbours.ratio[order],
-                              neighbours.flagged[order])
+    subset = Neighbours(neighbours.indices[order], neighbours.distances[order], neighbours.ratio[order],
+                        neighbours.flagged[order])
     return results, neighbour_grid(samples[order], training, subset)
 
 
@@ -327,7 +329,7 @@ def protocol_record(bundle, protocol: Protocol, spacing: str, classifier: Domain
 
     evaluations = protocol.steps * evaluations_per_step - (1 if protocol.sampler == "heun" else 0)
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metrics": list(protocol.metrics), "samples": protocol.n, "sampler": protocol.sampler,
         "steps": protocol.steps, "spacing": spacing, "network_evaluations": evaluations,
         "guidance": protocol.guidance, "seed": protocol.seed, "dataset": bundle.config.data.dataset,
