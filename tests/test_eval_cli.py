@@ -36,7 +36,11 @@ def workspace(tmp_path_factory):
     try:
         config = tiny_config()
         torch.manual_seed(0)
-        save_bundle(directory / "run", config, UNet(config.model))
+        network = UNet(config.model)
+        with torch.no_grad():  # the UNet's output layer starts at zero: perturb it so eps depends on x_t and y
+            for parameter in network.parameters():
+                parameter.add_(0.05 * torch.randn(parameter.shape))
+        save_bundle(directory / "run", config, network)
         model, record = train_dataset_classifier(config.data, steps=30, width=8, batch_size=32)
         save_classifier(model, directory / "classifier", **record)
     finally:
@@ -90,6 +94,9 @@ def test_evaluation_fid_is_the_fid_of_the_drawn_samples(workspace):
                                        batch_size=8)
     assert torch.equal(samples, evaluation.samples)
     assert torch.equal(labels, torch.arange(20) % 4)  # classes cycle over all samples, not per batch
+    guided, _ = generate_samples(bundle, 20, sampler="dpmpp_2m", steps=2, spacing="trailing", seed=3,
+                                 batch_size=8, guidance=3.0)
+    assert not torch.equal(guided, samples)  # the guidance scale reaches the sampler
     from diffkit.evaluate.classifier import features, predict
     from diffkit.evaluate.protocol import load_split
 
