@@ -42,10 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Sampler name -> (label, spacing): each on its recommended grid (DESIGN.md, "The samplers").
 SWEEP = {"ddim": ("DDIM", "trailing"), "dpmpp_2m": ("DPM-Solver++(2M)", "trailing"),
          "heun": ("Heun", "karras"), "ddpm": ("DDPM", "trailing")}
-# The full sweep is sized for this shared 2-core CPU, where the fashion28 UNet managed 15-30 image-forwards/s
-# and Inception ~3 images/s in the --quick run: about 5-6 hours in all (docs/evaluation.md).
-FULL = {"minutes": 45.0, "n": 5000, "steps": 20, "reference_n": None, "guidance_n": 500, "nfe_n": 500,
-        "nfes": "10,20,50", "classifier_steps": 2000}
+# Sized for the shared 2-core CPU: ~1.5 h when it is quiet, many times that under load (docs/evaluation.md).
+FULL = {"minutes": 45.0, "n": 5000, "steps": 20, "reference_n": None, "guidance_n": 1000, "nfe_n": 1000,
+        "nfes": "10,20,50,100", "classifier_steps": 2000}
 QUICK = {"minutes": 0.25, "n": 40, "steps": 5, "reference_n": 60, "guidance_n": 20, "nfe_n": 20,
          "nfes": "4", "classifier_steps": 30}
 
