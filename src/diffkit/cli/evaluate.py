@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
     parser.add_argument("--extractor", default="inception", choices=("inception", "domain"),
                         help="features for FID/KID/PR (default inception)")
-    parser.add_argument("--classifier", metavar="DIR", help="a saved domain classifier (for domain features, accuracy)")
+    parser.add_argument("--classifier", metavar="DIR",
+                        help="a saved domain classifier (for domain features and accuracy)")
     parser.add_argument("--split", default="test", help="reference split of the run's dataset (default test)")
     parser.add_argument("--reference-n", type=int, default=None, help="reference images (default: the whole split)")
     parser.add_argument("--nll-steps", type=int, default=100, help="respaced steps for the NLL bound (default 100)")
@@ -83,7 +84,8 @@ def evaluate_run(args: argparse.Namespace) -> int:
                         nll_steps=args.nll_steps, nll_n=args.nll_n)
     classifier = load_classifier_argument(args)
     bundle = load(args.run, device=args.device)
-    evaluation = evaluate_bundle(bundle, protocol, classifier, device=args.device, log=lambda text: print(f"... {text}"))
+    evaluation = evaluate_bundle(bundle, protocol, classifier, device=args.device,
+                                 log=lambda text: print(f"... {text}", flush=True))
     directory = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     record = dict(evaluation.record, bundle=str(directory))
     if evaluation.neighbour_grid is not None:
