@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     classifier = parser.add_argument_group(f"{TRAIN_CLASSIFIER}")
     classifier.add_argument("--dataset", help="dataset to train the classifier on (e.g. fashion_mnist)")
     classifier.add_argument("--size", type=int, default=None, help="image size (default: the dataset's)")
-    classifier.add_argument("--data-dir", default=None, help="data directory (default $DIFFKIT_DATA or ~/.cache/diffkit)")
+    classifier.add_argument("--data-dir", default=None,
+                            help="data directory (default $DIFFKIT_DATA or ~/.cache/diffkit)")
     classifier.add_argument("--classifier-steps", type=int, default=2000, help="training steps (default 2000)")
     classifier.add_argument("--width", type=int, default=24, help="classifier width (default 24)")
     classifier.add_argument("--flip", action="store_true", help="random horizontal flips (clothing, not digits)")
