@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, default=5000, help="samples to draw (default 5000)")
     parser.add_argument("--sampler", default="dpmpp_2m", help="sampler name (default dpmpp_2m)")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--spacing", default=None, help="timestep spacing (default: the run's sample.spacing)")
+    parser.add_argument("--spacing", default=None,
+                        help="timestep spacing (default: the run's with its own sampler, else the sampler's)")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
     parser.add_argument("--extractor", default="inception", choices=("inception", "domain"),
                         help="features for FID/KID/PR (default inception)")

@@ -281,7 +281,9 @@ def evaluate_bundle(bundle, protocol: Protocol, classifier: DomainModel | None =
 
     config = bundle.config
     check_protocol(protocol, config.model.num_classes, classifier)
-    spacing = protocol.spacing or config.sample.spacing
+    # The config's spacing goes with the config's sampler; another sampler brings its recommended one (Heun: karras).
+    recommended = get_sampler(protocol.sampler).recommended_spacing
+    spacing = protocol.spacing or (config.sample.spacing if protocol.sampler == config.sample.sampler else recommended)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     needs_reference = {"fid", "kid", "pr", "nll"} & set(protocol.metrics)
