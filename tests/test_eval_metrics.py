@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -162,3 +164,19 @@ def test_conditional_accuracy_counts_matching_labels():
     assert conditional_accuracy(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 4])) == 0.75
     with pytest.raises(DiffkitError, match="equal-length"):
         conditional_accuracy(torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
+
+
+@pytest.mark.parametrize("samples, dimension", [(500, 64), (100, 64), (30, 64), (2000, 256)])
+def test_eigh_trace_equals_scipy_sqrtm(samples, dimension):
+    """The fast Fréchet trace equals pytorch-fid's sqrtm route, also with fewer samples than dimensions."""
+    random = np.random.default_rng(samples)
+    a = random.normal(size=(samples, dimension)) @ random.normal(size=(dimension, dimension)) / 8
+    b = random.normal(size=(samples, dimension)) * 1.3 + 0.2
+    statistics = (*feature_statistics(a), *feature_statistics(b))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sqrtm's singular-product warning for 30 samples in 64 dimensions
+        scipy_value = frechet_distance(*statistics, method="sqrtm")
+    assert frechet_distance(*statistics, method="eigh") == pytest.approx(scipy_value, rel=1e-7)
+    assert frechet_distance(*statistics) == frechet_distance(*statistics, method="eigh")  # the default
+    with pytest.raises(DiffkitError, match="choose one of"):
+        frechet_distance(*statistics, method="svd")

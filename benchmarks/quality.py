@@ -1,0 +1,240 @@
+"""Benchmark: sample quality of the class-conditional fashion28 preset after a fixed CPU training budget.
+
+Trains `configs/fashion28.toml` for `--minutes` (default 45), then reports against the Fashion-MNIST test
+split: Inception-FID (5,000 samples, DPM-Solver++(2M), 20 steps), domain FID and KID, conditional accuracy at
+guidance scales 1 / 2 / 4, and domain FID against the number of network evaluations for DDIM, DPM-Solver++,
+Heun and DDPM. Every FID is printed beside its real-vs-real floor: the FID of as many *training* images
+against the same test reference, the best a model of that sample count can score. Trains the domain
+classifier first unless `--classifier DIR` is given. Writes JSON and a markdown table to benchmarks/results/.
+
+    python benchmarks/quality.py            # the full run (about an hour and a half of CPU)
+    python benchmarks/quality.py --quick    # a ~2-minute smoke run with tiny counts (numbers meaningless)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from diffkit.bundle import load
+from diffkit.config import DataConfig, load_config
+from diffkit.evaluate import metrics
+from diffkit.evaluate.classifier import save_classifier
+from diffkit.evaluate.protocol import (
+    DomainModel,
+    compare_features,
+    generate_samples,
+    load_domain_model,
+    load_split,
+    make_extractor,
+    train_dataset_classifier,
+)
+from diffkit.sampling import SAMPLERS
+from diffkit.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+# Sampler name -> (label, spacing): each on its recommended grid (DESIGN.md, "The samplers").
+SWEEP = {"ddim": ("DDIM", "trailing"), "dpmpp_2m": ("DPM-Solver++(2M)", "trailing"),
+         "heun": ("Heun", "karras"), "ddpm": ("DDPM", "trailing")}
+# Sized for the shared 2-core CPU: ~1.5 h when it is quiet, many times that under load (docs/evaluation.md).
+FULL = {"minutes": 45.0, "n": 5000, "steps": 20, "reference_n": None, "guidance_n": 1000, "nfe_n": 1000,
+        "nfes": "10,20,50,100", "classifier_steps": 2000}
+QUICK = {"minutes": 0.25, "n": 40, "steps": 5, "reference_n": 60, "guidance_n": 20, "nfe_n": 20,
+         "nfes": "4", "classifier_steps": 30}
+
+
+def steps_for(sampler: str, evaluations: int) -> int:
+    """Sampling steps that spend about `evaluations` network evaluations (Heun: 2 per step but the last)."""
+    per_step = SAMPLERS[sampler].evaluations_per_step
+    return max(1, (evaluations + per_step - 1) // per_step)
+
+
+def evaluations_of(sampler: str, steps: int) -> int:
+    """Network evaluations per sample of `steps` steps (Heun's last step is a single Euler evaluation)."""
+    return 2 * steps - 1 if sampler == "heun" else steps * SAMPLERS[sampler].evaluations_per_step
+
+
+def train_model(minutes: float, run_name: str, quick: bool) -> tuple[Path, int]:
+    """Train fashion28 for `minutes` of wall clock into a fresh run directory; returns it and the steps taken."""
+    overrides = [f"train.max_minutes={minutes}", "train.max_steps=none"]
+    if quick:
+        overrides += ["train.checkpoint_every=1000000", "train.sample_every=0"]
+    config = load_config(ROOT / "configs" / "fashion28.toml", overrides)
+    result = train(config, None, name=run_name)
+    print(f"trained {result.step} steps in {minutes} min ({result.stopped_by}) -> {result.run_dir}")
+    return result.run_dir, result.step
+
+
+def get_classifier(args: argparse.Namespace, data: DataConfig, run_dir: Path) -> tuple[DomainModel, dict]:
+    """The domain classifier given by --classifier, or one trained now and saved in the run directory."""
+    if args.classifier:
+        return load_domain_model(args.classifier), {"path": args.classifier}
+    started = time.perf_counter()
+    model, record = train_dataset_classifier(data, steps=args.classifier_steps, width=24, seed=0)
+    directory = save_classifier(model, run_dir / "domain-classifier", **record)
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"domain classifier: {record.get('test_accuracy', float('nan')):.4f} test accuracy "
+          f"after {args.classifier_steps} steps")
+    return load_domain_model(directory), record
+
+
+class Reference:
+    """Test-split features (the reference) and train-split features (the floor) for one extractor."""
+
+    def __init__(self, extractor, test_images: torch.Tensor, train_images: torch.Tensor) -> None:
+        self.extractor = extractor
+        self.test = extractor.features(test_images)  # (N_test, D)
+        self.statistics = metrics.feature_statistics(self.test)
+        self.train_images = train_images
+        self.floors: dict[int, float] = {}
+
+    def fid(self, features: torch.Tensor) -> float:
+        """FID of features against the test reference."""
+        return metrics.frechet_distance(*metrics.feature_statistics(features), *self.statistics)
+
+    def floor(self, count: int) -> float:
+        """FID of `count` training images against the test reference (computed once per count)."""
+        if count not in self.floors:
+            self.floors[count] = self.fid(self.extractor.features(self.train_images[:count]))
+        return self.floors[count]
+
+
+def main_sample_metrics(bundle, args, inception: Reference, domain: Reference) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Inception FID, domain FID and KID of `n` samples (DPM-Solver++(2M), 20 steps, guidance 1)."""
+    started = time.perf_counter()
+    samples, labels = generate_samples(bundle, args.n, sampler="dpmpp_2m", steps=args.steps, seed=0,
+                                       batch_size=args.batch_size)
+    sampling_seconds = time.perf_counter() - started
+    domain_features = domain.extractor.features(samples)
+    kid = compare_features(("kid",), domain_features, lambda: domain.test, seed=0,
+                           kid_subset_size=min(1000, args.n))
+    floor_kid = compare_features(("kid",), domain.extractor.features(domain.train_images[:args.n]),
+                                 lambda: domain.test, seed=0, kid_subset_size=min(1000, args.n))
+    return {
+        "samples": args.n, "sampler": "dpmpp_2m", "steps": args.steps, "guidance": 1.0,
+        "sampling_seconds": round(sampling_seconds, 1),
+        "inception_fid": inception.fid(inception.extractor.features(samples)),
+        "inception_fid_floor": inception.floor(args.n),
+        "domain_fid": domain.fid(domain_features), "domain_fid_floor": domain.floor(args.n),
+        "domain_kid": kid["kid"], "domain_kid_std": kid["kid_std"],
+        "domain_kid_floor": floor_kid["kid"], "domain_kid_floor_std": floor_kid["kid_std"],
+    }, samples, labels
+
+
+def guidance_metrics(bundle, args, domain: Reference, classifier: DomainModel) -> list[dict]:
+    """Conditional accuracy and domain FID at guidance scales 1, 2 and 4."""
+    from diffkit.evaluate.classifier import predict
+
+    rows = []
+    for scale in (1.0, 2.0, 4.0):
+        started = time.perf_counter()
+        samples, labels = generate_samples(bundle, args.guidance_n, sampler="dpmpp_2m", steps=args.steps,
+                                           guidance=scale, seed=1, batch_size=args.batch_size)
+        rows.append({"guidance": scale, "samples": args.guidance_n, "steps": args.steps,
+                     "seconds": round(time.perf_counter() - started, 1),
+                     "accuracy": metrics.conditional_accuracy(predict(classifier.model, samples), labels),
+                     "domain_fid": domain.fid(domain.extractor.features(samples)),
+                     "domain_fid_floor": domain.floor(args.guidance_n)})
+        print(f"guidance {scale}: accuracy {rows[-1]['accuracy']:.4f}, domain FID {rows[-1]['domain_fid']:.3f}")
+    return rows
+
+
+def sampler_sweep(bundle, args, domain: Reference) -> list[dict]:
+    """Domain FID against network evaluations for DDIM, DPM-Solver++(2M), Heun and DDPM."""
+    rows = []
+    for sampler, (label, spacing) in SWEEP.items():
+        for budget in (int(value) for value in args.nfes.split(",")):
+            steps = steps_for(sampler, budget)
+            started = time.perf_counter()
+            samples, _ = generate_samples(bundle, args.nfe_n, sampler=sampler, steps=steps, spacing=spacing,
+                                          seed=2, batch_size=args.batch_size)
+            rows.append({"sampler": label, "steps": steps, "spacing": spacing,
+                         "evaluations": evaluations_of(sampler, steps), "samples": args.nfe_n,
+                         "domain_fid": domain.fid(domain.extractor.features(samples)),
+                         "domain_fid_floor": domain.floor(args.nfe_n),
+                         "seconds": round(time.perf_counter() - started, 1)})
+            print(f"{label:>17} {rows[-1]['evaluations']:>4} NFE: domain FID {rows[-1]['domain_fid']:.3f}")
+    return rows
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown tables."""
+    main = report["main"]
+    lines = [f"Fashion-MNIST fashion28, {report['training']['minutes']} min CPU training "
+             f"({report['training']['steps']} steps), {report['date']}, {report['machine']}; "
+             f"DPM-Solver++(2M) {main['steps']} steps; reference: {report['reference']['count']} test images.", "",
+             "| metric | model | real-vs-real floor |", "| --- | --- | --- |",
+             f"| Inception FID ({main['samples']} samples, test split) | {main['inception_fid']:.2f} | "
+             f"{main['inception_fid_floor']:.2f} |",
+             f"| domain FID | {main['domain_fid']:.3f} | {main['domain_fid_floor']:.3f} |",
+             f"| domain KID | {main['domain_kid']:.4f} ± {main['domain_kid_std']:.4f} | "
+             f"{main['domain_kid_floor']:.4f} ± {main['domain_kid_floor_std']:.4f} |", "",
+             "| guidance | conditional accuracy | domain FID | floor |", "| --- | --- | --- | --- |"]
+    lines += [f"| {row['guidance']:g} | {row['accuracy']:.4f} | {row['domain_fid']:.3f} | {row['domain_fid_floor']:.3f} |"
+              for row in report["guidance"]]
+    lines += ["", "| sampler | NFE | steps | domain FID | floor |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {row['sampler']} | {row['evaluations']} | {row['steps']} ({row['spacing']}) | "
+              f"{row['domain_fid']:.3f} | {row['domain_fid_floor']:.3f} |" for row in report["samplers"]]
+    return "\n".join(lines) + "\n"
+
+
+def parse_arguments() -> argparse.Namespace:
+    """Command-line options; --quick swaps in the smoke-run defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 15 s training, tiny counts, 5 steps")
+    for name, value in FULL.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value) if value is not None else int, default=None,
+                            help=f"(default {value}; --quick: {QUICK[name]})")
+    parser.add_argument("--run", type=Path, default=None, help="evaluate this trained run instead of training")
+    parser.add_argument("--classifier", default=None, help="a saved domain classifier (default: train one)")
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    name = "quality-quick" if args.quick else "quality"
+    run_dir, trained_steps = (args.run, None) if args.run else train_model(args.minutes, name, args.quick)
+    bundle = load(run_dir)
+    data = DataConfig(dataset="fashion_mnist", size=28)
+    classifier, classifier_record = get_classifier(args, data, Path(run_dir))
+    test, training = load_split(data, "test"), load_split(data, "train")
+    reference_images = test.images if args.reference_n is None else test.images[:args.reference_n]
+    inception = Reference(make_extractor("inception", batch_size=50), reference_images, training.images)
+    domain = Reference(make_extractor("domain", classifier), reference_images, training.images)
+    main_metrics, _, _ = main_sample_metrics(bundle, args, inception, domain)
+    print(f"Inception FID {main_metrics['inception_fid']:.2f} (floor {main_metrics['inception_fid_floor']:.2f}), "
+          f"domain FID {main_metrics['domain_fid']:.3f} (floor {main_metrics['domain_fid_floor']:.3f})")
+    report = {
+        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "quick": args.quick, "threads": args.threads, "run": str(run_dir),
+        "training": {"minutes": None if args.run else args.minutes, "steps": trained_steps},
+        "reference": {"split": "test", "count": int(reference_images.shape[0])}, "classifier": classifier_record,
+        "main": main_metrics, "guidance": guidance_metrics(bundle, args, domain, classifier),
+        "samplers": sampler_sweep(bundle, args, domain),
+    }
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / ("quality-quick" if args.quick else "quality")
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {stem}.json and {stem}.md in {report['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

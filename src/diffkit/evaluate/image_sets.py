@@ -1,0 +1,70 @@
+"""Image sets from files for `diffkit eval --real A --fake B`: a folder of pictures or an `.npz` array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from diffkit.errors import DiffkitError
+
+CACHE_FOLDER = ".diffkit-cache"  # load_folder's .npz cache, kept beside the pictures it was made from
+
+
+def picture_sizes(folder: Path) -> set[tuple[int, int]]:
+    """The distinct (width, height) of the readable pictures under a folder (headers only)."""
+    sizes = set()
+    for file in sorted(folder.rglob("*")):
+        if not file.is_file() or CACHE_FOLDER in file.parts:
+            continue
+        try:
+            with Image.open(file) as picture:
+                sizes.add(picture.size)
+        except (UnidentifiedImageError, OSError):
+            continue  # load_folder names and counts unreadable files itself
+    return sizes
+
+
+def load_folder_images(folder: Path) -> Tensor:
+    """All pictures of one square size under a folder, uint8 (N, C, H, W), through diffkit's folder reader."""
+    from diffkit.data.folder import load_folder
+
+    sizes = picture_sizes(folder)
+    if len(sizes) != 1 or len({*next(iter(sizes))}) != 1:
+        found = ", ".join(f"{width}x{height}" for width, height in sorted(sizes)) or "no pictures"
+        raise DiffkitError(f"{folder} holds {found}; pass a folder of pictures that share one square size.")
+    (size, _), = sizes
+    return load_folder(size, data_dir=folder / CACHE_FOLDER, path=folder).images
+
+
+def load_npz_images(path: Path) -> Tensor:
+    """The `images` array (or the only array) of an `.npz` file as uint8 (N, C, H, W)."""
+    with np.load(path, allow_pickle=False) as data:
+        key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1 else None)
+        if key is None:
+            raise DiffkitError(f"{path} holds the arrays {', '.join(data.files)}; it needs one called 'images'.")
+        array = data[key]
+    if array.ndim == 3:
+        array = array[:, None]  # (N, H, W) grey -> (N, 1, H, W)
+    if array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+        array = array.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or array.shape[0] == 0:
+        raise DiffkitError(f"{path} holds an array of shape {array.shape}; expected (N, C, H, W) or (N, H, W, C) "
+                           "with 1 or 3 channels.")
+    if array.dtype != np.uint8:
+        # Float arrays are read as diffkit's [-1, 1] range and quantised as a saved picture would be.
+        array = ((np.clip(array.astype(np.float64), -1, 1) + 1) * 127.5).round().astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def load_image_set(path: str | Path) -> Tensor:
+    """Images from a folder of pictures or an `.npz` file, as uint8 (N, C, H, W)."""
+    path = Path(path)
+    if path.is_dir():
+        return load_folder_images(path)
+    if path.suffix == ".npz" and path.is_file():
+        return load_npz_images(path)
+    raise DiffkitError(f"{path} is neither a folder of images nor an .npz file; pass one of those.")
