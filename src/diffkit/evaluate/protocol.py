@@ -57,7 +57,7 @@ class DomainModel:
 def load_domain_model(directory: str | Path) -> DomainModel:
     """Load a saved domain classifier (checksum checked) with its path and weights' SHA-256."""
     model = domain.load_classifier(directory)
-    return DomainModel(model, str(directory), domain.sha256_file(Path(directory) / domain.WEIGHTS_NAME))
+    return DomainModel(model, str(directory), domain.file_digest(Path(directory) / domain.WEIGHTS_NAME))
 
 
 def as_float_images(images: Tensor) -> Tensor:
