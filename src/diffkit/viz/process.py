@@ -38,6 +38,7 @@ def forward_strip(image: Tensor, schedules: dict[str, Schedule], columns: int = 
     eps = torch.randn(image.shape, generator=generator, dtype=torch.float32)  # shared by every row and column
     x0 = image.float().cpu().unsqueeze(0)  # (1, C, H, W)
     figure, axes = new_figure(len(schedules), columns, panel_inches=1.25)
+    figure.set_figheight(len(schedules) * 1.6 + 0.6)  # room for the two-line panel titles between rows
     for row, (name, schedule) in zip(axes, schedules.items()):
         indices = evenly_spaced(columns, schedule.T)
         for panel, i in zip(row, indices):
