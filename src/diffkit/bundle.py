@@ -21,7 +21,7 @@ from diffkit.files import atomic_path
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
-from diffkit.guidance import guided_denoiser
+from diffkit.guidance import check_conditioning, guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
 from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
 from diffkit.schedule import Schedule, make_schedule
@@ -33,13 +33,10 @@ SHOWN = 5  # how many differing keys an error lists before "and N more"
 
 def sample_labels(n: int, num_classes: int, label: int | None, device: torch.device | str) -> Tensor | None:
     """Labels for n samples: None (unconditional model), all `label`, or 0, 1, ... cycling over the classes."""
+    if label is not None:  # the one label check (guidance.py) refuses labels an unconditional model cannot take
+        check_conditioning(num_classes, 0, torch.tensor([label]), 1.0)
     if num_classes == 0:
-        if label is not None:
-            raise DiffkitError(f"This model is unconditional, so it cannot sample class {label}; drop --label.")
         return None
-    if label is not None and not -1 <= label < num_classes:
-        raise DiffkitError(f"Class {label} does not exist; this model has classes 0..{num_classes - 1} "
-                           "(or -1 for unconditional).")
     if label is not None:
         return torch.full((n,), label, dtype=torch.long, device=device)
     return torch.arange(n, device=device) % num_classes
