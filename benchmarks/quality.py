@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from diffkit.bundle import load
+from diffkit.checkpoint import STATE_FILE, load_state
 from diffkit.config import DataConfig, load_config
 from diffkit.evaluate import metrics
 from diffkit.evaluate.classifier import save_classifier
@@ -42,9 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Sampler name -> (label, spacing): each on its recommended grid (DESIGN.md, "The samplers").
 SWEEP = {"ddim": ("DDIM", "trailing"), "dpmpp_2m": ("DPM-Solver++(2M)", "trailing"),
          "heun": ("Heun", "karras"), "ddpm": ("DDPM", "trailing")}
-# Sized for the shared 2-core CPU: ~1.5 h when it is quiet, many times that under load (docs/evaluation.md).
-FULL = {"minutes": 45.0, "n": 5000, "steps": 20, "reference_n": None, "guidance_n": 1000, "nfe_n": 1000,
-        "nfes": "10,20,50,100", "classifier_steps": 2000}
+# Sized for the shared 2-core CPU: about 45 min of training and 1 h of measuring (docs/evaluation.md).
+FULL = {"minutes": 45.0, "n": 5000, "steps": 20, "reference_n": None, "guidance_n": 1000, "nfe_n": 500,
+        "nfes": "10,20,50", "classifier_steps": 2000}
 QUICK = {"minutes": 0.25, "n": 40, "steps": 5, "reference_n": 60, "guidance_n": 20, "nfe_n": 20,
          "nfes": "4", "classifier_steps": 30}
 
@@ -60,15 +62,21 @@ def evaluations_of(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler == "heun" else steps * SAMPLERS[sampler].evaluations_per_step
 
 
-def train_model(minutes: float, run_name: str, quick: bool) -> tuple[Path, int]:
-    """Train fashion28 for `minutes` of wall clock into a fresh run directory; returns it and the steps taken."""
+def train_model(minutes: float, run_name: str, quick: bool) -> Path:
+    """Train fashion28 for `minutes` of wall clock into a fresh run directory; returns the directory."""
     overrides = [f"train.max_minutes={minutes}", "train.max_steps=none"]
     if quick:
         overrides += ["train.checkpoint_every=1000000", "train.sample_every=0"]
     config = load_config(ROOT / "configs" / "fashion28.toml", overrides)
     result = train(config, None, name=run_name)
     print(f"trained {result.step} steps in {minutes} min ({result.stopped_by}) -> {result.run_dir}")
-    return result.run_dir, result.step
+    return result.run_dir
+
+
+def trained_so_far(run_dir: Path) -> tuple[int, float]:
+    """(steps, minutes spent in training steps) recorded in a run's state.ckpt (also for a --run trained elsewhere)."""
+    state = load_state(Path(run_dir) / STATE_FILE)
+    return int(state["step"]), round(float(state["elapsed_seconds"]) / 60, 1)
 
 
 def get_classifier(args: argparse.Namespace, data: DataConfig, run_dir: Path) -> tuple[DomainModel, dict]:
@@ -203,34 +211,49 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
+def machine_description() -> str:
+    """Architecture, processor model (from /proc/cpuinfo where there is one) and core count."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    processor = names[0] if names else (platform.processor() or "unknown processor")
+    return f"{platform.machine()} {processor}, {os.cpu_count()} cores"
+
+
+def write_report(report: dict, stem: Path) -> None:
+    """Write the report so far as JSON (after every part, so an interrupted run keeps what it measured)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     args = parse_arguments()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     name = "quality-quick" if args.quick else "quality"
-    run_dir, trained_steps = (args.run, None) if args.run else train_model(args.minutes, name, args.quick)
+    stem = args.out / name
+    run_dir = args.run if args.run else train_model(args.minutes, name, args.quick)
+    trained_steps, trained_minutes = trained_so_far(run_dir)
+    report = {"date": datetime.date.today().isoformat(), "machine": machine_description(), "quick": args.quick,
+              "threads": args.threads, "run": str(run_dir), "training": {"minutes": trained_minutes,
+                                                                         "steps": trained_steps}}
     bundle = load(run_dir)
     data = DataConfig(dataset="fashion_mnist", size=28)
-    classifier, classifier_record = get_classifier(args, data, Path(run_dir))
+    classifier, report["classifier"] = get_classifier(args, data, Path(run_dir))
     test, training = load_split(data, "test"), load_split(data, "train")
     reference_images = test.images if args.reference_n is None else test.images[:args.reference_n]
+    report["reference"] = {"split": "test", "count": int(reference_images.shape[0])}
     inception = Reference(make_extractor("inception", batch_size=50), reference_images, training.images)
     domain = Reference(make_extractor("domain", classifier), reference_images, training.images)
-    main_metrics, _, _ = main_sample_metrics(bundle, args, inception, domain)
-    print(f"Inception FID {main_metrics['inception_fid']:.2f} (floor {main_metrics['inception_fid_floor']:.2f}), "
-          f"domain FID {main_metrics['domain_fid']:.3f} (floor {main_metrics['domain_fid_floor']:.3f})")
-    report = {
-        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "quick": args.quick, "threads": args.threads, "run": str(run_dir),
-        "training": {"minutes": None if args.run else args.minutes, "steps": trained_steps},
-        "reference": {"split": "test", "count": int(reference_images.shape[0])}, "classifier": classifier_record,
-        "main": main_metrics, "guidance": guidance_metrics(bundle, args, domain, classifier),
-        "samplers": sampler_sweep(bundle, args, domain),
-    }
+    report["main"] = main_sample_metrics(bundle, args, inception, domain)[0]
+    print(f"Inception FID {report['main']['inception_fid']:.2f} (floor {report['main']['inception_fid_floor']:.2f}), "
+          f"domain FID {report['main']['domain_fid']:.3f} (floor {report['main']['domain_fid_floor']:.3f})")
+    write_report(report, stem)
+    report["guidance"] = guidance_metrics(bundle, args, domain, classifier)
+    write_report(report, stem)
+    report["samplers"] = sampler_sweep(bundle, args, domain)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / ("quality-quick" if args.quick else "quality")
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, stem)
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     print(f"wrote {stem}.json and {stem}.md in {report['seconds']} s")
