@@ -72,7 +72,7 @@ def test_editing_mistakes_exit_2_with_one_sentence(bundle_dir, tmp_path, capsys)
         (["img2img", "--image", image, "--strength", "0"], "strength must lie in (0, 1]"),
         (["img2img", "--image", image, "--strength", "0.5", "--sampler", "plms"], "choose one of: ddpm, ddim"),
         (["img2img", "--image", image, "--strength", "0.5", "--steps", "0"], "at least 1"),
-        (["img2img", "--image", image, "--strength", "0.5", "--label", "7"], "does not exist"),
+        (["img2img", "--image", image, "--strength", "0.5", "--label", "7"], "Label 7 is out of range"),
         (["img2img", "--image", image, "--strength", "0.5", "--guidance", "-1"], "at least 0"),
     ]
     for arguments, message in cases:  # in-process: the same main() as the console script, without 7 spawns
