@@ -47,14 +47,15 @@ def heun_grids(schedule) -> dict[str, float]:
 def main() -> None:
     """Measure every sampler at every evaluation budget on both schedules."""
     results = {}
-    for schedule_name, schedule in (("linear", linear(1000)), ("cosine", cosine(1000))):
+    schedules = (("linear", linear(1000)), ("cosine", cosine(1000)))
+    for schedule_name, schedule in schedules:
         print(f"\n{schedule_name} schedule: |std - {S}| by network evaluations")
         print(f"{'sampler':<16}" + "".join(f"{n:>9}" for n in EVALUATIONS))
         for name in SAMPLERS:
             errors = [std_error(schedule, name, n) for n in EVALUATIONS]
             results[f"{schedule_name}/{name}"] = dict(zip(map(str, EVALUATIONS), errors))
             print(f"{name:<16}" + "".join(f"{e:>9.4f}" if e is not None else f"{'-':>9}" for e in errors))
-    for schedule_name, schedule in (("linear", linear(1000)), ("cosine", cosine(1000))):
+    for schedule_name, schedule in schedules:
         errors = heun_grids(schedule)
         results[f"{schedule_name}/heun-19-evaluations"] = errors
         print(f"\nHeun, 19 evaluations, {schedule_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()))
