@@ -26,7 +26,7 @@ from diffkit.errors import DiffkitError
 STATE_FILE = "state.ckpt"
 FORMAT_VERSION = 1
 SAMPLES_DIR = "samples"
-FIXED_SECTIONS = ("model", "diffusion", "data")  # what a resumed run may not change
+FIXED_SECTIONS = ("model", "diffusion", "data", "text")  # what a resumed run may not change
 
 
 def atomic_save(state: dict[str, Any], path: str | Path) -> Path:

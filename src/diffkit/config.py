@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
 
-A `Config` has five sections (model, diffusion, data, train, sample). Presets in `configs/*.toml` name
+A `Config` has six sections (model, diffusion, data, text, train, sample). Presets in `configs/*.toml` name
 only what differs from the defaults below; `train.lr=2e-4` style overrides are type-checked against the
 dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
 """
@@ -25,6 +25,7 @@ from diffkit.sampling import SAMPLERS
 from diffkit.schedule import SCHEDULES, SPACINGS
 
 LR_SCHEDULES = ("cosine", "constant")
+CAPTIONS = ("none", "meanings", "class_names")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """Text conditioning: which captions the images get and which frozen encoder reads them (model.context_dim)."""
+
+    captions: str = "none"  # none | meanings (glyphs: cleaned English meanings) | class_names
+    encoder: str = "all-MiniLM-L6-v2"  # a key of diffkit.text.encoder.ENCODERS
+    max_tokens: int = 24  # token budget per caption or prompt, [CLS] and [SEP] included
+    encoder_sha256: str | None = None  # the encoder's weights, recorded when training starts
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, EMA, precision, budgets and how often to log, checkpoint and sample."""
 
@@ -62,7 +73,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
-    p_uncond: float = 0.1  # label dropout for classifier-free guidance (class-conditional models only)
+    p_uncond: float = 0.1  # label or caption dropout for classifier-free guidance (conditional models)
     bf16: bool = False  # bf16 autocast ("bf16-mixed")
     compile: bool = False  # torch.compile the network
     seed: int = 0
@@ -91,6 +102,7 @@ class Config:
     model: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -119,7 +131,7 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "text": TextConfig, "train": TrainConfig,
     "sample": SampleConfig,
 }
 
@@ -194,6 +206,7 @@ def validate(config: Config) -> None:
     _check_choice("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES)
     _check_choice("sample.sampler", config.sample.sampler, SAMPLERS)
     _check_choice("sample.spacing", config.sample.spacing, SPACINGS)
+    _check_text(config)
     train = config.train
     checks = [
         ("diffusion.T", config.diffusion.T, config.diffusion.T >= 2, "at least 2"),
@@ -224,6 +237,24 @@ def validate(config: Config) -> None:
     for key, value, ok, requirement in checks:
         if not ok:
             raise DiffkitError(f"Config value {key}={value!r} is out of range: it must be {requirement}.")
+
+
+def _check_text(config: Config) -> None:
+    """Captions and model.context_dim go together, and the width is the encoder's."""
+    from diffkit.text.encoder import ENCODERS  # a plain dict; transformers is imported only to encode
+
+    text = config.text
+    _check_choice("text.captions", text.captions, CAPTIONS)
+    _check_choice("text.encoder", text.encoder, ENCODERS)
+    if text.max_tokens < 3:
+        raise DiffkitError(f"Config value text.max_tokens={text.max_tokens} is out of range: it must be at least 3.")
+    width = ENCODERS[text.encoder].width
+    if text.captions != "none" and config.model.context_dim != width:
+        raise DiffkitError(f"text.captions={text.captions} needs model.context_dim={width} (the width of "
+                           f"{text.encoder}), not {config.model.context_dim}.")
+    if text.captions == "none" and config.model.context_dim:
+        raise DiffkitError("model.context_dim makes a text model, which needs captions; set text.captions "
+                           "(meanings or class_names) or model.context_dim=0.")
 
 
 def _check_choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
