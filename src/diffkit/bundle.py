@@ -64,12 +64,13 @@ class Bundle:
     def sample_steps(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
                      seed: int | None = None, label: int | None = None, spacing: str | None = None,
                      guidance: float = 1.0, clip_x0: float | None = 1.0, labels: Tensor | None = None,
-                     **options) -> Iterator[Step]:
+                     prompts: list[str] | None = None, **options) -> Iterator[Step]:
         """The sampler's steps for n images (defaults from the config's [sample] section).
 
         Images live in [-1, 1], so x0 predictions are clipped to it (clip_x0=1) by samplers that take clip_x0.
         `guidance` is the classifier-free guidance scale (1 = plain conditional sampling). `labels` (n,) gives each
-        image its own class (evaluation spreads classes over batches this way); it overrides `label`.
+        image its own class (evaluation spreads classes over batches this way); it overrides `label`. `prompts`
+        (text models) are English meanings: one for all n images, or one per equal group of images.
         """
         defaults = self.config.sample
         if spacing is None:  # the config's spacing goes with the config's sampler; others bring their own
@@ -83,9 +84,16 @@ class Bundle:
         device = next(self.network.parameters()).device
         generator = torch.Generator(device=device).manual_seed(defaults.seed if seed is None else seed)
         model = self.config.model
-        if labels is not None and (model.num_classes == 0 or labels.shape != (n,)):
+        if isinstance(labels, Tensor) and (model.num_classes == 0 or labels.shape != (n,)):
             raise DiffkitError(f"labels must be a ({n},) tensor of class ids for a class-conditional model.")
-        y = labels.to(device) if labels is not None else sample_labels(n, model.num_classes, label, device)
+        if labels is not None and not isinstance(labels, Tensor) and (model.context_dim == 0 or len(labels) != n):
+            raise DiffkitError(f"A TextCondition passed as labels must hold {n} texts for a text model.")
+        if labels is not None:
+            y = labels.to(device)
+        else:
+            from diffkit.text.prompts import sampling_condition
+
+            y = sampling_condition(self.config, n, label, prompts, device)
         denoise = guided_denoiser(self.denoiser, guidance, num_classes=model.num_classes,
                                   context_dim=model.context_dim, labels=y)
         return sample_steps(

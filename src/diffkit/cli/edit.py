@@ -43,8 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "interpolate", help="morph one image into another through DDIM-inverted noise",
         description="Invert both images to noise with deterministic DDIM, slerp between the noises, decode each.")
     _common(interpolate_parser, default_out="interpolation.png", default_steps=50, with_n=False)
-    interpolate_parser.add_argument("--image-a", required=True, help="first picture")
-    interpolate_parser.add_argument("--image-b", required=True, help="last picture")
+    interpolate_parser.add_argument("--image-a", help="first picture")
+    interpolate_parser.add_argument("--image-b", help="last picture")
+    interpolate_parser.add_argument("--prompt-b", default=None,
+                                    help="text models, without images: morph the meaning --prompt into this one "
+                                         "from one noise")
     interpolate_parser.add_argument("--frames", type=int, default=8, help="images in the strip (default 8)")
     interpolate_parser.add_argument("--refine", type=int, default=2,
                                     help="fixed-point refinements per inversion step (default 2)")
@@ -56,6 +59,7 @@ def _common(parser: argparse.ArgumentParser, default_out: str, default_steps: in
     parser.add_argument("run", metavar="RUN", help="run directory or bundle (config.json + model.safetensors)")
     parser.add_argument("--steps", type=int, default=default_steps, help=f"sampling steps (default {default_steps})")
     parser.add_argument("--label", type=int, default=None, help="class to condition on (class-conditional models)")
+    parser.add_argument("--prompt", default=None, help="text models: the English meaning to condition on")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--out", default=default_out, help=f"picture to write (default {default_out})")
@@ -67,15 +71,16 @@ def _common(parser: argparse.ArgumentParser, default_out: str, default_steps: in
 def _open(args: argparse.Namespace, n: int):
     """(bundle, guided denoiser, labels) for n images, with labels and guidance checked against the model."""
     from diffkit import load
-    from diffkit.bundle import sample_labels
+    from diffkit.text.prompts import sampling_condition
 
     if n < 1:
         raise DiffkitError(f"The number of images must be at least 1, not {n}.")
     bundle = load(args.run, device=args.device)
     model = bundle.config.model
     labels = None
-    if args.label is not None or (args.guidance != 1 and model.num_classes > 0):
-        labels = sample_labels(n, model.num_classes, args.label, args.device)
+    if args.label is not None or args.prompt is not None or (args.guidance != 1 and model.num_classes > 0):
+        prompts = None if args.prompt is None else [args.prompt]
+        labels = sampling_condition(bundle.config, n, args.label, prompts, args.device)
     denoise = guided_denoiser(bundle.denoiser, args.guidance, num_classes=model.num_classes,
                               context_dim=model.context_dim, labels=labels)
     return bundle, denoise, labels
@@ -129,10 +134,31 @@ def run_interpolate(args: argparse.Namespace) -> int:
     """Write the strip morphing image a into image b as one row."""
     from diffkit.images import save_grid
 
+    if args.prompt_b is not None:
+        return _interpolate_meanings(args)
+    if not (args.image_a and args.image_b):
+        raise DiffkitError("interpolate needs --image-a and --image-b (or, for a text model, --prompt and "
+                           "--prompt-b).")
     bundle, denoise, labels = _open(args, 1)
     image_a, image_b = _read(args.image_a, bundle, args.device), _read(args.image_b, bundle, args.device)
     strip = interpolate(denoise, bundle.schedule, image_a, image_b, frames=args.frames, steps=args.steps,
                         y=labels, refine=args.refine)
+    print(f"wrote {save_grid(strip, args.out, nrow=args.frames)}")
+    return 0
+
+
+def _interpolate_meanings(args: argparse.Namespace) -> int:
+    """Write the strip morphing meaning --prompt into --prompt-b (one noise, blended predictions)."""
+    from diffkit.edit import interpolate_conditions
+    from diffkit.images import save_grid
+
+    if args.prompt is None or args.image_a or args.image_b:
+        raise DiffkitError("A meaning interpolation takes --prompt (first meaning) and --prompt-b, and no images.")
+    bundle, denoise, first = _open(args, 1)
+    _, _, last = _open(argparse.Namespace(**dict(vars(args), prompt=args.prompt_b)), 1)
+    strip = interpolate_conditions(denoise, bundle.schedule, (1, *bundle.image_shape), first, last,
+                                   frames=args.frames, steps=args.steps, generator=_generator(args),
+                                   device=args.device)
     print(f"wrote {save_grid(strip, args.out, nrow=args.frames)}")
     return 0
 
@@ -149,15 +175,19 @@ def parse_scales(text: str) -> list[float]:
 
 
 def write_guidance_sweep(bundle, scales: list[float], path: str, *, n: int, seed: int, sampler: str,
-                         steps: int | None, label: int | None, spacing: str = "trailing", device: str = "cpu") -> str:
+                         steps: int | None, label: int | None, spacing: str = "trailing", device: str = "cpu",
+                         prompts: list[str] | None = None) -> str:
     """Sample n images per scale from the same noise and save one grid row per scale; returns the path written."""
-    from diffkit.bundle import sample_labels
     from diffkit.images import save_grid
+    from diffkit.text.prompts import is_text_model, sampling_condition
 
     model = bundle.config.model
     if model.num_classes == 0 and model.context_dim == 0:
-        raise DiffkitError("--guidance-sweep needs a class-conditional model, but this model is unconditional.")
-    labels = sample_labels(n, model.num_classes, label, device)
+        raise DiffkitError("--guidance-sweep needs a conditional model (classes or text), but this model is "
+                           "unconditional.")
+    labels = sampling_condition(bundle.config, n, label, prompts, device)
+    if labels is None and is_text_model(bundle.config):
+        raise DiffkitError("--guidance-sweep on a text model needs --prompt (the meaning to guide towards).")
     check_conditioning(model.num_classes, model.context_dim, labels, max(scales))  # refuse before sampling
     rows = guidance_sweep(bundle.denoiser, bundle.schedule.to(device), (n, *bundle.image_shape), labels, scales,
                           model.num_classes, seed=seed, sampler=sampler, steps=steps, spacing=spacing, device=device,
