@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from diffkit.cli import data, edit, evaluate, sample, train, viz
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, DiffkitNotice
 
 COMMANDS: tuple = (data, train, sample, edit, evaluate, viz)
 
@@ -34,6 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    show = warnings.showwarning
+
+    def notice(message, category, *rest, **keywords) -> None:  # a DiffkitNotice is one plain line
+        if issubclass(category, DiffkitNotice):
+            print(f"diffkit: notice: {message}", file=sys.stderr)
+        else:
+            show(message, category, *rest, **keywords)
+
+    warnings.showwarning = notice
     try:
         result = args.func(args)
     except DiffkitError as error:

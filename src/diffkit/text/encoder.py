@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, DiffkitNotice
 from diffkit.text.condition import TextCondition
 
 INSTALL_HINT = "pip install 'diffkit[text]'"
@@ -36,7 +36,7 @@ ENCODERS: dict[str, EncoderSource] = {
 }
 
 
-class PromptTruncated(UserWarning):
+class PromptTruncated(DiffkitNotice):
     """A prompt was longer than the encoder's token budget and was cut."""
 
 
