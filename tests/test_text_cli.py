@@ -73,3 +73,19 @@ def test_bad_prompts_are_one_sentence_each(text_run, tmp_path, diffkit_cli):
         result = diffkit_cli("sample", *arguments, "--n", "2", "--steps", "2", "--out", str(tmp_path / "x.png"))
         assert result.returncode == 2 and sentence in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_export_writes_an_fp16_bundle_that_load_reads(text_run, tmp_path, one_thread):
+    from diffkit.export import export_bundle
+
+    out = export_bundle(text_run, tmp_path / "models" / "tiny-text", command="diffkit train --config tiny.toml")
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(value.dtype == torch.float16 for value in weights.values() if value.is_floating_point())
+    assert (out / "command.txt").read_text() == "diffkit train --config tiny.toml\n"
+    original, half = diffkit.load(text_run), diffkit.load(out)
+    parameter = next(half.network.parameters())
+    assert parameter.dtype == torch.float32  # read back into a float32 network
+    for (name, full), (_, rounded) in zip(original.network.state_dict().items(), half.network.state_dict().items()):
+        torch.testing.assert_close(rounded, full.half().float(), rtol=0, atol=0, msg=name)
+    images = half.sample(2, prompts=["1"], steps=2, seed=0)
+    assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()

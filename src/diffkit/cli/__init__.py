@@ -10,10 +10,10 @@ import argparse
 import sys
 import warnings
 
-from diffkit.cli import data, edit, evaluate, sample, train, viz
+from diffkit.cli import data, edit, evaluate, export, sample, train, viz
 from diffkit.errors import DiffkitError, DiffkitNotice
 
-COMMANDS: tuple = (data, train, sample, edit, evaluate, viz)
+COMMANDS: tuple = (data, train, sample, edit, evaluate, export, viz)
 
 
 def build_parser() -> argparse.ArgumentParser:
