@@ -28,7 +28,7 @@ class TextEvalData:
 
 def glyph_eval_data(data, text, limit: int | None = None, log: Callable[[str], None] = print) -> TextEvalData:
     """The glyph set's splits, radicals and caption embeddings; `limit` keeps the first `limit` training and
-    limit // 8 held-out characters (a smoke run then encodes a few hundred captions, not 15,000)."""
+    limit // 2 held-out characters with a meaning (a smoke run then encodes hundreds of captions, not 15,000)."""
     from diffkit.data.captions import glyph_metadata
     from diffkit.data.dataset import resolve_data_dir
     from diffkit.evaluate.protocol import load_split
@@ -51,7 +51,7 @@ def _first_characters(train: ImageDataset, test: ImageDataset, limit: int) -> tu
     captioned = [label for label in range(train.num_classes) if train.meanings and train.meanings[label]]
     train_labels = set(train.labels.tolist())
     chosen_train = [label for label in captioned if label in train_labels][:limit]
-    chosen_test = [label for label in captioned if label not in train_labels][:max(limit // 8, judged.GROUP)]
+    chosen_test = [label for label in captioned if label not in train_labels][:max(limit // 2, judged.GROUP)]
     kept = chosen_train + chosen_test
     relabel = torch.full((train.num_classes,), -1, dtype=torch.long)
     relabel[kept] = torch.arange(len(kept))
@@ -140,3 +140,22 @@ def judges_for(data: TextEvalData, directory: str | Path | None, *, steps: int, 
     if directory is not None:
         judged.save_judges(judges, directory, steps=steps, seed=seed, min_examples=min_examples)
     return judges
+
+
+def format_text_table(record: dict) -> str:
+    """A markdown table: one row per guidance scale, then the ceiling, floor and chance rows."""
+    columns = ("radical_accuracy", "retrieval_top1", "retrieval_top5", "fid_held_out", "memorised_fraction")
+    lines = ["| samples | radical acc. | retrieval top-1 | top-5 | domain FID | memorised |",
+             "|---|---|---|---|---|---|"]
+
+    def row(name: str, values: dict) -> str:
+        cells = [f"{values[key]:.3f}" if isinstance(values.get(key), float) else "" for key in columns]
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    for scale, values in record["guidance"].items():
+        lines.append(row(f"guidance {scale}", values))
+    ceiling = dict(record["ceiling"], fid_held_out=record["ceiling"]["fid_train_vs_held_out"])
+    lines.append(row("real held-out glyphs (ceiling; FID: training vs held-out)", ceiling))
+    lines.append(row("unconditional samples (floor)", record["floor"]))
+    lines.append(row("chance", record["chance"]))
+    return "\n".join(lines)
