@@ -29,10 +29,11 @@ from diffkit.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # The training budget in steps, so that a run sharing the CPU with other work reaches the same model: what two
-# hours of training buy when the benchmark runs ALONE on this machine. NOT YET MEASURED: 2,400 is an estimate
-# from the fashion28 quality run (898 steps in 45 min). Measure it once (`diffkit train --config
-# configs/glyphs32-text.toml --max-minutes 120` on an idle machine, read the final step) and write it here and in docs.
-STEPS_IN_TWO_HOURS_ALONE = 2_400
+# hours of training buy when the benchmark runs ALONE on this machine. NOT YET MEASURED: 6,000 is an estimate
+# scaled from the fashion28 quality run (898 steps in 45 min at batch 128 with two blocks per level; this preset
+# has one block per level and batch 64). Measure it once (`diffkit train --config configs/glyphs32-text.toml
+# --max-minutes 120` on an idle machine, read the final step) and write it here and in docs.
+STEPS_IN_TWO_HOURS_ALONE = 6_000
 SCALES = (1.0, 3.0, 5.0, 7.5, 10.0)
 FULL = {"steps": STEPS_IN_TWO_HOURS_ALONE, "limit": None, "count": 512, "judge_steps": 3000, "sample_steps": 20,
         "min_examples": 50,

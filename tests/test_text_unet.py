@@ -105,3 +105,24 @@ def test_text_config_and_inputs_are_checked():
         model(x, t, torch.randn(2, 6))
     with pytest.raises(DiffkitError, match="integer class ids"):
         UNet(UNetConfig(**dict(TEXT, context_dim=0, cross_attention_levels=(), num_classes=3)))(x, t, texts(2))
+
+
+def test_meaning_interpolation_ends_are_the_two_conditional_samples():
+    from diffkit.edit import interpolate_conditions
+    from diffkit.sampling import ddim, sampling_schedule
+    from diffkit.schedule import cosine
+
+    model = UNet(UNetConfig(**TEXT)).eval()
+    perturb(model)
+    schedule = cosine(100)
+    first, last = texts(batch=1, seed=7), texts(batch=1, length=3, seed=8)
+    strip = interpolate_conditions(cfg(model, 2.0), schedule, (1, 1, 8, 8), first, last, frames=4, steps=5,
+                                   generator=torch.Generator().manual_seed(0))
+    x_T = torch.randn((1, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    grid = sampling_schedule(schedule, 5, "trailing")
+    with torch.no_grad():
+        ends = [list(ddim(cfg(model, 2.0), x_T, grid, condition))[-1].x_t for condition in (first, last)]
+    assert strip.shape == (4, 1, 8, 8)
+    torch.testing.assert_close(strip[0], ends[0][0], rtol=1e-3, atol=1e-3)  # batch of 4 vs 1: rounding
+    torch.testing.assert_close(strip[-1], ends[1][0], rtol=1e-3, atol=1e-3)
+    assert (strip[1] - strip[0]).abs().max() > 1e-4 and (strip[1] - strip[-1]).abs().max() > 1e-4

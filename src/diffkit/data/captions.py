@@ -9,7 +9,6 @@ kTotalStrokes (Debian `unicode-data`, Unihan_IRGSources.txt).
 
 from __future__ import annotations
 
-import bz2
 import functools
 import hashlib
 import re
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from diffkit.data.meanings import read_unihan_fields
 
 IRG_SOURCES_CANDIDATES = (
     Path("/usr/share/unicode/Unihan_IRGSources.txt.bz2"),
@@ -56,20 +57,12 @@ def irg_sources_path() -> Path | None:
 @functools.lru_cache(maxsize=2)
 def read_radicals_and_strokes(path: str) -> dict[str, tuple[int, int]]:
     """Character -> (Kangxi radical 1..214, total strokes) from kRSUnicode and kTotalStrokes (first values)."""
-    opener = bz2.open if path.endswith(".bz2") else open
-    radicals: dict[str, int] = {}
-    strokes: dict[str, int] = {}
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            # Format: "U+6C34<TAB>kRSUnicode<TAB>85.0" (85'.3 marks a simplified radical form; several may follow)
-            if not line.startswith("U+"):
-                continue
-            code, field, value = line.rstrip("\n").split("\t", 2)
-            if field == "kRSUnicode":
-                radicals[chr(int(code[2:], 16))] = int(value.split()[0].split(".")[0].rstrip("'"))
-            elif field == "kTotalStrokes":
-                strokes[chr(int(code[2:], 16))] = int(value.split()[0])
-    return {character: (radical, strokes.get(character, 0)) for character, radical in radicals.items()}
+    fields = read_unihan_fields(Path(path), ("kRSUnicode", "kTotalStrokes"))
+    strokes = fields["kTotalStrokes"]
+    # kRSUnicode reads "85.0" (radical.residual strokes); 85'.3 marks a simplified radical form; several may follow.
+    return {character: (int(value.split()[0].split(".")[0].rstrip("'")),
+                        int(strokes[character].split()[0]) if character in strokes else 0)
+            for character, value in fields["kRSUnicode"].items()}
 
 
 def is_held_out(character: str) -> bool:
