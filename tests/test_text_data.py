@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from diffkit.data.captions import clean_meaning, glyph_metadata, irg_sources_path, is_held_out
+from diffkit.data.captions import caption_meanings, clean_meaning, glyph_metadata, irg_sources_path, is_held_out
 from diffkit.data.dataset import ImageDataset
 from diffkit.data.glyphs import MAIN_BLOCK, select_split
 
@@ -55,3 +55,8 @@ def test_train_and_test_splits_partition_the_characters_and_keep_labels():
     assert all(is_held_out(characters[label]) for label in test.labels.tolist())
     assert torch.equal(test.images[:, 0, 0, 0].long(), test.labels)  # each image keeps its own label
     assert train.class_names == characters  # labels index the full character list in every split
+
+
+def test_a_meaning_that_only_names_another_character_takes_that_characters_meaning():
+    captions = caption_meanings(["囱", "窗", "冃"], ["variant of 窗[chuang1]", "window", "old variant of 帽[mao4]"])
+    assert captions == ["window", "window", ""]  # 帽 is not in the list: nothing to borrow

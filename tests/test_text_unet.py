@@ -126,3 +126,17 @@ def test_meaning_interpolation_ends_are_the_two_conditional_samples():
     torch.testing.assert_close(strip[0], ends[0][0], rtol=1e-3, atol=1e-3)  # batch of 4 vs 1: rounding
     torch.testing.assert_close(strip[-1], ends[1][0], rtol=1e-3, atol=1e-3)
     assert (strip[1] - strip[0]).abs().max() > 1e-4 and (strip[1] - strip[-1]).abs().max() > 1e-4
+
+
+def test_the_glyphs32_text_preset_builds_a_text_model():
+    from pathlib import Path
+
+    from diffkit.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "glyphs32-text.toml")
+    assert config.text.captions == "meanings" and config.model.context_dim == 384
+    model = UNet(config.model)
+    assert sum(block.cross_attention is not None for level in model.down for block in level.blocks) == 2
+    with pytest.raises(DiffkitError, match="needs model.context_dim=384"):
+        load_config(Path(__file__).resolve().parents[1] / "configs" / "glyphs32-text.toml", ["model.context_dim=0",
+                                                                                            "model.cross_attention_levels=[]"])

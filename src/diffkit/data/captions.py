@@ -3,7 +3,8 @@ fixed held-out split of characters that no training run sees.
 
 Meanings come from `meanings.py` (Unihan kDefinition, else CC-CEDICT) and are cleaned to plain English here:
 CJK characters, `U+XXXX` references (and the parentheticals holding them), CC-CEDICT's bracketed pinyin and
-dangling "variant of" glosses are dropped. The radical and total strokes are Unihan's kRSUnicode and
+dangling "variant of" glosses are dropped; a meaning that was only such a reference takes the meaning of the
+character it names. The radical and total strokes are Unihan's kRSUnicode and
 kTotalStrokes (Debian `unicode-data`, Unihan_IRGSources.txt).
 """
 
@@ -49,6 +50,20 @@ def clean_meaning(text: str) -> str:
     return "; ".join(dict.fromkeys(glosses))
 
 
+def caption_meanings(characters: list[str], meanings: list[str]) -> list[str]:
+    """Cleaned meanings of the characters; one that is only a reference ("variant of 窗") takes the cleaned meaning
+    of the first character it names, when that character is in the list (one level, no chains)."""
+    raw = dict(zip(characters, meanings))
+    captions = []
+    for meaning in meanings:
+        caption = clean_meaning(meaning)
+        if not caption:
+            named = re.search(f"[{_CJK}]", meaning)
+            caption = clean_meaning(raw.get(named.group(), "")) if named else ""
+        captions.append(caption)
+    return captions
+
+
 def irg_sources_path() -> Path | None:
     """Unihan_IRGSources.txt(.bz2) from Debian `unicode-data`, or None."""
     return next((path for path in IRG_SOURCES_CANDIDATES if path.is_file()), None)
@@ -91,7 +106,7 @@ def glyph_metadata(characters: list[str], meanings: list[str] | None) -> GlyphMe
     """Captions (cleaned meanings), radicals, strokes and the held-out flags of a list of characters."""
     path = irg_sources_path()
     table = read_radicals_and_strokes(str(path)) if path is not None else {}
-    captions = [clean_meaning(meaning) for meaning in meanings] if meanings else [""] * len(characters)
+    captions = caption_meanings(characters, meanings) if meanings else [""] * len(characters)
     pairs = [table.get(character, (0, 0)) for character in characters]
     return GlyphMetadata(
         characters=list(characters), captions=captions,

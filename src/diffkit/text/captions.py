@@ -49,9 +49,9 @@ def dataset_captions(dataset, captions: str) -> list[str]:
     if getattr(dataset, "meanings", None) is None:
         raise DiffkitError("text.captions=meanings needs a dataset with meanings (glyphs with Unihan or "
                            "CC-CEDICT installed); use text.captions=class_names for other labelled data.")
-    from diffkit.data.captions import clean_meaning
+    from diffkit.data.captions import caption_meanings
 
-    return [clean_meaning(meaning) for meaning in dataset.meanings]
+    return caption_meanings(dataset.class_names, dataset.meanings)
 
 
 def cache_file(data_dir: Path, captions: list[str], encoder: str, digest: str, max_tokens: int) -> Path:
