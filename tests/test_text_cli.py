@@ -48,6 +48,8 @@ def test_a_text_run_is_a_normal_bundle_that_samples_from_prompts(text_run, one_t
     assert torch.equal(images, again)
     with pytest.raises(DiffkitError, match="cannot be shared evenly among 2 prompts"):
         bundle.sample(3, prompts=["1", "2"], steps=2)
+    with pytest.raises(DiffkitError, match="This is a text model, which takes a prompt, not a class label"):
+        bundle.sample(2, label=1, steps=2)
 
 
 def test_cli_samples_a_prompt_grid_and_cuts_a_long_prompt_with_a_notice(text_run, tmp_path, diffkit_cli):

@@ -69,4 +69,7 @@ def sampling_condition(config, n: int, label: int | None, prompts: list[str] | N
 
     if prompts is not None:
         return prompt_condition(config, prompts, n, label).to(device)
+    if label is not None and is_text_model(config):
+        raise DiffkitError("This is a text model, which takes a prompt, not a class label; pass --prompt instead "
+                           "of --label.")
     return sample_labels(n, config.model.num_classes, label, device)
