@@ -6,7 +6,7 @@ training glyphs for FID) and chance. Writes JSON to benchmarks/results/ and prin
 writes the model as an fp16 bundle (config.json, model.safetensors, command.txt).
 
     python benchmarks/text_glyphs.py --export models/glyphs32-text   # the full run (about 2 CPU-hours of training)
-    python benchmarks/text_glyphs.py --quick                          # a smoke run of a few minutes (numbers meaningless)
+    python benchmarks/text_glyphs.py --quick          # a smoke run of a few minutes (numbers meaningless)
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ def test_a_tiny_text_model_draws_the_requested_shape(one_thread):
         optimizer.step()
     model.eval().requires_grad_(False)
     asked = torch.arange(40) % 2
-    images = sample(cfg(eps_denoiser(model, schedule, "x0"), 3.0), schedule, (40, 1, SIZE, SIZE), sampler="ddim", steps=20, y=text.select(asked),
+    guided = cfg(eps_denoiser(model, schedule, "x0"), 3.0)
+    images = sample(guided, schedule, (40, 1, SIZE, SIZE), sampler="ddim", steps=20, y=text.select(asked),
                     generator=torch.Generator().manual_seed(1), clip_x0=1.0)
     accuracy = (judge(images) == asked).float().mean().item()
     assert accuracy >= 0.9, f"drew the requested shape {accuracy:.0%} of the time"

@@ -133,10 +133,10 @@ def test_the_glyphs32_text_preset_builds_a_text_model():
 
     from diffkit.config import load_config
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "glyphs32-text.toml")
+    preset = Path(__file__).resolve().parents[1] / "configs" / "glyphs32-text.toml"
+    config = load_config(preset)
     assert config.text.captions == "meanings" and config.model.context_dim == 384
     model = UNet(config.model)
     assert sum(block.cross_attention is not None for level in model.down for block in level.blocks) == 2
     with pytest.raises(DiffkitError, match="needs model.context_dim=384"):
-        load_config(Path(__file__).resolve().parents[1] / "configs" / "glyphs32-text.toml", ["model.context_dim=0",
-                                                                                            "model.cross_attention_levels=[]"])
+        load_config(preset, ["model.context_dim=0", "model.cross_attention_levels=[]"])

@@ -46,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "on the held-out meanings (--n of them, rounded to groups of 32) at --guidance")
     parser.add_argument("--judges", metavar="DIR", default=None,
                         help="with --text: the radical classifier and meaning encoder (trained and saved if absent)")
-    parser.add_argument("--judge-steps", type=int, default=3000, help="with --text: judge training steps (default 3000)")
+    parser.add_argument("--judge-steps", type=int, default=3000,
+                        help="with --text: judge training steps (default 3000)")
     parser.add_argument("--real", metavar="A", help="folder or .npz of real images (two-set mode)")
     parser.add_argument("--fake", metavar="B", help="folder or .npz of generated images (two-set mode)")
     classifier = parser.add_argument_group(f"{TRAIN_CLASSIFIER}")
