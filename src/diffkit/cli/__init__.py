@@ -55,4 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffkit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
     return int(result or 0)
