@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffkit.cli import data, edit, evaluate, sample, train, viz
+from diffkit.threads import configure_threads, prepare_environment
+
+prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
+
+from diffkit.cli import data, edit, evaluate, sample, train, viz  # noqa: E402
 from diffkit.errors import DiffkitError
 
 COMMANDS: tuple = (data, train, sample, edit, evaluate, viz)
@@ -35,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        configure_threads()
         result = args.func(args)
     except DiffkitError as error:
         print(f"diffkit: error: {error}", file=sys.stderr)
