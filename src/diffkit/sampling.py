@@ -34,7 +34,7 @@ class Step:
 
 def training_step(schedule: Schedule, i: int) -> int | float:
     """The training step behind index i: an int, or a float on a grid with fractional steps (Karras)."""
-    t = schedule.timesteps[i]
+    t = schedule.timesteps[i].detach()  # a fitted grid's steps carry gradients while it is fitted (grids.py)
     return float(t) if t.is_floating_point() else int(t)
 
 
@@ -298,10 +298,11 @@ class Sampler(NamedTuple):
     evaluations_per_step: int
     recommended_steps: int = 50  # tests/test_samplers.py checks each on the Gaussian oracle at these settings
     recommended_spacing: str = "trailing"
+    deterministic: bool = True  # an ODE solver: x_0 is a function of x_T (grids.py fits grids for these)
 
 
 SAMPLERS: dict[str, Sampler] = {
-    "ddpm": Sampler(ddpm, 1, 1000),
+    "ddpm": Sampler(ddpm, 1, 1000, "trailing", False),
     "ddim": Sampler(ddim, 1, 50),
     "dpmpp_2m": Sampler(dpmpp_2m, 1, 20),
     "dpmpp_3m": Sampler(dpmpp_3m, 1, 20),
@@ -309,7 +310,7 @@ SAMPLERS: dict[str, Sampler] = {
     # On the Gaussian oracle Heun needs 80 Karras steps (159 evaluations) where DPM-Solver++ needs 20
     # (benchmarks/sampler_oracle.py; DESIGN.md "The sigma view" says why).
     "heun": Sampler(heun, 2, 80, "karras"),
-    "euler_ancestral": Sampler(euler_ancestral, 1, 200),
+    "euler_ancestral": Sampler(euler_ancestral, 1, 200, "trailing", False),
     "unipc": Sampler(unipc, 1, 20),
 }
 
