@@ -52,6 +52,7 @@ def exact_flow(schedule, x_T):
 
 @pytest.mark.parametrize(("sampler", "spacing", "order"), [
     (euler, "trailing", 1), (ddim, "karras", 1), (heun, "uniform", 2), (heun, "karras", 2), (dpmpp_2m, "karras", 2),
+    (dpmpp_2m, "logsnr", 2), (dpmpp_3m, "logsnr", 3),
 ])
 def test_deterministic_samplers_converge_at_their_order(sampler, spacing, order):
     full = linear(1000)
@@ -62,10 +63,12 @@ def test_deterministic_samplers_converge_at_their_order(sampler, spacing, order)
         grid = sampling_schedule(full, steps, spacing)
         *_, last = sampler(oracle, x_T, grid)
         errors.append(float((last.x_t.double() - exact_flow(grid, x_T)).abs().max()))
-    # Doubling the steps divides the error by about 2^order (measured: 4.3-4.7 for Heun and DPM-Solver++(2M)).
+    # Doubling the steps divides the error by about 2^order (measured: 4.3-4.7 for Heun and DPM-Solver++(2M), 6.5
+    # and 10.1 for DPM-Solver++(3M) on the logsnr grid; on Karras' grid its error is not monotone: 6e-1, 2e-4, 2e-3,
+    # 5e-4 at 10-80 steps, errors of opposite sign cancelling at 20).
     # The grids end at the training sigma_min (0.01), whose last first-order step leaves an error floor of
     # ~sigma_min^2 / (2 S^2) ~ 3e-4, below these errors; trailing grids end higher and hit their floor sooner.
-    bound = {1: 0.6, 2: 0.35}[order]
+    bound = {1: 0.6, 2: 0.35, 3: 0.2}[order]
     assert errors[1] < bound * errors[0] and errors[2] < bound * errors[1], errors
 
 
