@@ -7,9 +7,9 @@ minimises a KL bound of the sampler's error over the grid) and of the optimised 
 model of the training data: its PCA spectrum. Along each principal axis the data is then a 1-D Gaussian, whose
 exact denoiser is `oracle.gaussian_oracle` and whose probability-flow ODE maps x_T linearly to x_0; a deterministic
 sampler run on it is linear in x_T as well, so its output std on each axis is |sampler(x_T = 1)| exactly, with no
-Monte Carlo. The fit minimises, over the grid's log SNRs, the mean squared log ratio of output std to true std
-(twice the KL of N(0, g^2) from N(0, s^2) to second order, summed over axes: the Gaussian KL AYS bounds) by
-L-BFGS with autograd through the sampler itself; it takes seconds on a CPU.
+Monte Carlo. The fit minimises, over the grid's log SNRs, the mean squared log ratio u = log(g / s) of output std
+g to true std s (to second order the per-axis KL(N(0, g^2) || N(0, s^2)) = e^{2u}/2 - u - 1/2 ~ u^2 that AYS
+bounds) by L-BFGS with autograd through the sampler itself; it takes seconds on a CPU.
 """
 
 from __future__ import annotations
