@@ -53,9 +53,9 @@ def sampled_stds(sampler, full, grid_keywords, draws=8192):
 @pytest.mark.parametrize(("steps", "tolerance"), [(20, 0.05), (10, 0.10)])
 def test_fitted_grid_keeps_every_scale_of_the_spectrum(steps, tolerance):
     full = linear(1000)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: wall time on this shared machine measures the other jobs
     timesteps = fit_grid("dpmpp_2m", steps, full, SCALES)
-    assert time.perf_counter() - start < 20  # seconds on a CPU
+    assert time.process_time() - start < 20
     assert timesteps.numel() == steps and bool((timesteps[1:] > timesteps[:-1]).all())
     stds, means = sampled_stds("dpmpp_2m", full, {"timesteps": timesteps})
     assert bool(((stds / SCALES - 1).abs() < tolerance).all()), stds / SCALES
@@ -110,19 +110,21 @@ def test_the_config_refuses_grids_that_cannot_be_sampled(grids):
         Config.from_dict(values)
 
 
-def test_cli_fit_grid_stores_grids_the_bundle_then_uses(tmp_path, diffkit_cli, capsys):
+def test_cli_fit_grid_stores_grids_the_bundle_then_uses(tmp_path, capsys):
     config = tiny_config()
     save_bundle(tmp_path / "run", config, random_network(config))
-    result = diffkit_cli("fit-grid", str(tmp_path / "run"), "--sampler", "dpmpp_2m", "--steps", "3,5")
-    assert result.returncode == 0, result.stderr
-    assert "dpmpp_2m/3: worst std error" in result.stdout and "on the fitted one" in result.stdout
+    assert main(["fit-grid", str(tmp_path / "run"), "--sampler", "dpmpp_2m", "--steps", "3,5"]) == 0
+    stdout = capsys.readouterr().out
+    assert "dpmpp_2m/3: worst std error" in stdout and "on the fitted one" in stdout
     bundle = load(tmp_path / "run")
     stored = bundle.config.sample.grids
     assert sorted(stored) == ["dpmpp_2m/3", "dpmpp_2m/5"] and len(stored["dpmpp_2m/5"]) == 5
     assert [step.t for step in bundle.sample_steps(1, sampler="dpmpp_2m", steps=3)][:-1] == pytest.approx(
         stored["dpmpp_2m/3"][::-1])
-    before, after = (float(part.split("%")[0].split()[-1]) for part in result.stdout.splitlines()[1].split(", "))
+    before, after = (float(part.split("%")[0].split()[-1]) for part in stdout.splitlines()[1].split(", "))
     assert after < before  # the fitted 5-step grid keeps the synthetic data's scales better than trailing
-    for bad, message in ((["--steps", "x"], "comma-separated"), (["--sampler", "ddpm"], "deterministic")):
-        assert main(["fit-grid", str(tmp_path / "run"), *bad]) == 2  # in-process: one sentence, no traceback
+    run = str(tmp_path / "run")
+    for bad, message in (([run, "--steps", "x"], "comma-separated"), ([run, "--sampler", "ddpm"], "deterministic"),
+                         ([str(tmp_path)], "pass a run directory")):
+        assert main(["fit-grid", *bad]) == 2  # in-process: one sentence, no traceback
         assert message in capsys.readouterr().err

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from diffkit.bundle import CONFIG_FILE, schedule_of
     from diffkit.config import load_config, save_config
+    from diffkit.errors import DiffkitError
     from diffkit.grids import fit_grid, fit_scales, grid_key, spectrum_of, worst_std_error
     from diffkit.images import to_model_range
     from diffkit.sampling import get_sampler, sampling_schedule
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     steps_list = parse_steps(args.steps)
     get_sampler(args.sampler)
     config_path = Path(args.run) / CONFIG_FILE
+    if not config_path.is_file():
+        raise DiffkitError(f"{config_path} does not exist; pass a run directory or bundle with {CONFIG_FILE}.")
     config = load_config(config_path)
     schedule = schedule_of(config)
     images = to_model_range(load_training_images(config.data).images)
