@@ -259,8 +259,8 @@ def karras(schedule: Schedule, n: int, rho: float = 7.0) -> Schedule:
 
 
 def log_snr_uniform(schedule: Schedule, n: int) -> Schedule:
-    """n sampling steps evenly spaced in log SNR between the training schedule's ends, at fractional training
-    steps: DPM-Solver's recommended "logSNR" grid for pixel-space models (Lu et al. 2022, sec. 3.3 and App. D.1)."""
+    """n sampling steps evenly spaced in log SNR between the training schedule's ends, at fractional training steps:
+    DPM-Solver's "logSNR" skip type, which its code recommends for low-resolution pixel models (Lu et al. 2022)."""
     _check_steps(n)
     high, low = log_snr_at(schedule, torch.tensor([0.0, schedule.T - 1.0]))  # float64 from alpha_bar
     return at_log_snr(schedule, high + _ramp(n) * (low - high))
