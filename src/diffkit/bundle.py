@@ -21,6 +21,7 @@ from diffkit.files import atomic_path
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
+from diffkit.grids import stored_grid
 from diffkit.guidance import check_conditioning, guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
 from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
@@ -72,6 +73,8 @@ class Bundle:
         image its own class (evaluation spreads classes over batches this way); it overrides `label`.
         """
         defaults = self.config.sample
+        if spacing is None and "timesteps" not in options:  # a grid fitted for this sampler and step count wins
+            options["timesteps"] = stored_grid(defaults, sampler, steps)
         if spacing is None:  # the config's spacing goes with the config's sampler; others bring their own
             spacing = defaults.spacing if sampler in (None, defaults.sampler) else get_sampler(sampler).recommended_spacing
         sampler = defaults.sampler if sampler is None else sampler
