@@ -33,8 +33,8 @@ from diffkit.loss import diffusion_loss
 from diffkit.nn.unet import UNet
 from diffkit.run_log import MetricsLog
 from diffkit.schedule import Schedule
-from diffkit.train_data import (NOISE_STREAM, SAMPLE_STREAM, TORCH_STREAM, ShardedBatches, TrainingImages,
-                                derive_seed, load_training_images)
+from diffkit.seeds import NOISE_STREAM, SAMPLE_STREAM, TORCH_STREAM, derive_seed
+from diffkit.train_data import ShardedBatches, TrainingImages, load_training_images
 
 @dataclass(frozen=True)
 class Launch:
