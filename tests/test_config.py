@@ -132,3 +132,33 @@ def test_overrides_leave_the_original_untouched():
 def test_a_bare_preset_name_means_the_file_in_configs(monkeypatch):
     monkeypatch.chdir(PRESETS.parent)
     assert load_config("glyphs32") == load_config(PRESETS / "glyphs32.toml")
+
+
+@pytest.mark.parametrize("override", ["train.lr=nan", "train.lr=inf", "train.max_minutes=inf",
+                                      "train.grad_clip=-inf", "diffusion.min_snr_gamma=nan"])
+def test_non_finite_numbers_are_refused(override):
+    key = override.partition("=")[0].replace(".", r"\.")
+    with pytest.raises(DiffkitError, match=rf"{key}=.*finite"):
+        tiny_config(override)
+
+
+def test_every_spacing_the_samplers_take_is_a_valid_sample_spacing():
+    from diffkit.sampling import SAMPLING_SPACINGS
+
+    assert "karras" in SAMPLING_SPACINGS
+    for spacing in SAMPLING_SPACINGS:
+        assert tiny_config(f"sample.spacing={spacing}").sample.spacing == spacing
+    with pytest.raises(DiffkitError, match="'karas'.*did you mean 'karras'"):
+        tiny_config("sample.spacing=karas")
+
+
+def test_sections_validate_themselves_in_one_style():
+    """Every section refuses bad values when built directly, with the same sentence as a config override."""
+    from diffkit.config import SampleConfig, TrainConfig
+    from diffkit.nn.unet import UNetConfig
+
+    for build, words in [(lambda: TrainConfig(lr=float("inf")), r"Config value train\.lr=inf is out of range"),
+                         (lambda: SampleConfig(steps=0), r"Config value sample\.steps=0 is out of range"),
+                         (lambda: UNetConfig(num_res_blocks=0), r"Config value model\.num_res_blocks=0 is out of range")]:
+        with pytest.raises(DiffkitError, match=words):
+            build()

@@ -7,3 +7,16 @@ class DiffkitError(Exception):
     The command line prints it without a traceback and exits with status 2; library callers
     catch it like any exception.
     """
+
+
+Rule = tuple[str, object, bool, str]  # (key, value, holds?, what it must be)
+
+
+def check_rules(rules: "list[Rule]") -> None:
+    """Raise a DiffkitError for the first rule that does not hold, naming its key, value and requirement.
+
+    Every config section validates itself this way (a table of rules), so all range errors read alike.
+    """
+    for key, value, holds, requirement in rules:
+        if not holds:
+            raise DiffkitError(f"Config value {key}={value!r} is out of range: it must be {requirement}.")
