@@ -11,7 +11,7 @@ from diffkit.nn.unet import UNetConfig
 
 from tiny_run import TINY, TINY_TOML, tiny_config
 
-PRESETS = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = Path(__file__).resolve().parents[1] / "src" / "diffkit" / "configs"
 
 
 def test_round_trip_through_json(tmp_path):
@@ -129,9 +129,23 @@ def test_overrides_leave_the_original_untouched():
     assert config.train.lr == 1e-3 and changed.train.lr == 0.5
 
 
-def test_a_bare_preset_name_means_the_file_in_configs(monkeypatch):
-    monkeypatch.chdir(PRESETS.parent)
-    assert load_config("glyphs32") == load_config(PRESETS / "glyphs32.toml")
+def test_a_bare_preset_name_means_the_shipped_preset_from_any_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    assert load_config("glyphs32") == load_config("glyphs32.toml") == load_config(PRESETS / "glyphs32.toml")
+    (tmp_path / "glyphs32.toml").write_text("[train]\nlr = 0.5\n")  # a file of that name here wins
+    assert load_config("glyphs32.toml").train.lr == 0.5
+    with pytest.raises(DiffkitError, match="glyphs3 does not exist.*preset: cifar32, fashion28, folder, glyphs32"):
+        load_config("glyphs3")
+
+
+def test_presets_ship_as_package_data_and_the_repository_path_still_works():
+    import tomllib
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as handle:
+        package_data = tomllib.load(handle)["tool"]["setuptools"]["package-data"]["diffkit"]
+    assert "configs/*.toml" in package_data and (PRESETS / "glyphs32.toml").is_file()
+    repository_path = Path(__file__).resolve().parents[1] / "configs" / "fashion28.toml"
+    assert load_config(repository_path) == load_config("fashion28")
 
 
 @pytest.mark.parametrize("override", ["train.lr=nan", "train.lr=inf", "train.max_minutes=inf",

@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
 
-A `Config` has five sections (model, diffusion, data, train, sample). Presets in `configs/*.toml` name
+A `Config` has five sections (model, diffusion, data, train, sample). Presets in `diffkit/configs/*.toml` (`--config glyphs32`) name
 only what differs from the defaults below; `train.lr=2e-4` style overrides are type-checked against the
 dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
 """
@@ -272,13 +272,29 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     return Config.from_dict(data)
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # shipped inside the package (pyproject package-data)
+
+
+def preset_names() -> list[str]:
+    """The names of the presets shipped with diffkit (glyphs32, fashion28, ...)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.toml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """An existing file as given, else the shipped preset of that name (`glyphs32` or `glyphs32.toml`)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    preset = PRESETS_DIR / f"{given.name.removesuffix('.toml')}.toml"
+    if given.parent == Path(".") and given.suffix in ("", ".toml") and preset.is_file():
+        return preset
+    raise DiffkitError(f"The config file {given} does not exist; pass a path to a TOML file or config.json, or a "
+                       f"preset: {', '.join(preset_names())}.")
+
+
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a TOML preset or a config.json (a bare name like `glyphs32` means configs/glyphs32.toml)."""
-    path = Path(path)
-    if not path.exists() and not path.suffix and (Path("configs") / f"{path}.toml").exists():
-        path = Path("configs") / f"{path}.toml"
-    if not path.is_file():
-        raise DiffkitError(f"The config file {path} does not exist; pass a preset from configs/ or a config.json.")
+    """Read a TOML preset or a config.json; a bare name like `glyphs32` is a preset shipped with diffkit."""
+    path = find_config(path)
     try:
         if path.suffix == ".json":
             data = json.loads(path.read_text())

@@ -1,4 +1,9 @@
-"""The one exception type for mistakes a user can fix (bad paths, names, values, files)."""
+"""The one exception type for mistakes a user can fix (bad paths, names, values, files), and how warnings reach users."""
+
+import sys
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class DiffkitError(Exception):
@@ -20,3 +25,13 @@ def check_rules(rules: "list[Rule]") -> None:
     for key, value, holds, requirement in rules:
         if not holds:
             raise DiffkitError(f"Config value {key}={value!r} is out of range: it must be {requirement}.")
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show the warnings raised inside as `diffkit: warning: MESSAGE` lines on stderr (not Python's format)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        print(f"diffkit: warning: {warning.message}", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from diffkit.config import DataConfig
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, warnings_as_lines
 from diffkit.images import to_model_range
 from diffkit.seeds import DATA_STREAM, derive_seed
 
@@ -30,10 +30,15 @@ class TrainingImages(Protocol):
 
 
 def load_training_images(data: DataConfig) -> TrainingImages:
-    """The training split of the dataset a DataConfig names (any dataset of diffkit.data)."""
+    """The training split of the dataset a DataConfig names; its warnings become `diffkit: warning:` lines."""
     from diffkit.data import load_dataset
+    from diffkit.data.folder import UnreadableImagesError
 
-    return load_dataset(data.dataset, size=data.size, split="train", data_dir=data.data_dir, **data.options)
+    try:
+        with warnings_as_lines():
+            return load_dataset(data.dataset, size=data.size, split="train", data_dir=data.data_dir, **data.options)
+    except UnreadableImagesError as error:  # in training, strict is a config key, not a flag
+        raise error.with_knob("set data.options.strict=false") from None
 
 
 class ShardedBatches:
