@@ -38,7 +38,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DiffkitError(f"{path} does not exist; resume a run directory that holds a {STATE_FILE}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a pickle protocol: the sentence below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
         raise
     except Exception:  # an untrusted file: torch's many-line weights_only text would only confuse here
