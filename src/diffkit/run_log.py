@@ -62,7 +62,9 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 class MetricsLog:
     """Collects one row per logged step; `commit()` appends them to metrics.csv (and TensorBoard) at a checkpoint."""
 
-    def __init__(self, run_dir: Path, checkpoint_step: int = 0):
+    def __init__(self, run_dir: Path, checkpoint_step: int = 0, state_rows: list[dict] = ()):
+        """Open the log of a run whose checkpoint is at `checkpoint_step`; `state_rows` are the rows that
+        checkpoint carries, appended if a kill came between writing it and appending them."""
         self.path = run_dir / METRICS_FILE
         warning = truncate_metrics(self.path, checkpoint_step)
         if warning:
@@ -70,8 +72,11 @@ class MetricsLog:
         if not self.path.exists():
             with atomic_path(self.path) as temporary, temporary.open("w", newline="") as handle:
                 csv.writer(handle).writerow(COLUMNS)
-        self.pending: list[dict[str, float | int | None]] = []
         self.tensorboard = _tensorboard_writer(run_dir)
+        logged = {int(row["step"]) for row in read_metrics(self.path)}
+        self.pending: list[dict[str, float | int | None]] = [row for row in state_rows if row["step"] not in logged]
+        if self.pending:
+            self.commit()
 
     def write(self, row: dict[str, float | int | None]) -> None:
         """Hold one row (missing columns stay empty) until the next checkpoint."""

@@ -124,8 +124,12 @@ def resolve_config(config: Config, dataset: TrainingImages) -> Config:
     return dataclasses.replace(config, data=dataclasses.replace(config.data, size=size))
 
 
-def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: Path, resume: bool) -> Run:
-    """Build network, EMA, optimizer and data shards on this process; restore state.ckpt when resuming."""
+def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: Path,
+              resume: bool) -> tuple[Run, list[dict]]:
+    """Build network, EMA, optimizer and data shards on this process; restore state.ckpt when resuming.
+
+    Also returns the metrics rows the checkpoint holds (see `checkpoint`).
+    """
     train = config.train
     torch.manual_seed(derive_seed(train.seed, TORCH_STREAM))  # the same initial weights on every process
     network = UNet(config.model)
@@ -140,10 +144,12 @@ def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: 
                              fabric.device)
     run = Run(fabric, config, run_dir, network, model, optimizer, ema, schedule_of(config).to(fabric.device),
               batches, noise)
-    if resume:
-        restore_run(run, load_state(run_dir / STATE_FILE))
-        run.saved_step = run.step
-    return run
+    if not resume:
+        return run, []
+    state = load_state(run_dir / STATE_FILE)
+    restore_run(run, state)
+    run.saved_step = run.step
+    return run, state.get("log_rows", [])
 
 
 def restore_run(run: Run, state: dict) -> None:
@@ -189,6 +195,8 @@ def checkpoint(run: Run) -> None:
         "config": run.config.to_dict(), "step": run.step, "epoch": run.batches.position(run.step)[0],
         "dataset_length": run.batches.count, "elapsed_seconds": run.elapsed_seconds,
         "model": run.network.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+        # The rows metrics.csv gets next: a process killed before appending them loses none (resume adds them).
+        "log_rows": list(run.log.pending) if run.log is not None else [],
     }
     path = run.run_dir / STATE_FILE
     try:
@@ -300,14 +308,14 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
     config = resolve_config(config, dataset)
     run_dir, lock = prepare_run_dir(fabric, config, run_dir, name, resume)
     try:
-        run = setup_run(fabric, config, dataset, run_dir, resume)
+        run, state_rows = setup_run(fabric, config, dataset, run_dir, resume)
         run.quiet = quiet
         if resume:
             _check_steps_left(run)
         if fabric.is_global_zero:
             if resume:  # a damaged bundle is rewritten from the state it was made from
                 _write_or_explain(run, lambda: save_weights(run.ema.module, run_dir / WEIGHTS_FILE), WEIGHTS_FILE)
-            run.log = MetricsLog(run_dir, run.step)
+            run.log = MetricsLog(run_dir, run.step, state_rows)
             print(summary(run, name, resume), flush=True)
         with StopRequest() as stop:
             return training_loop(run, stop)
