@@ -10,7 +10,8 @@ from torch import nn
 from diffkit.config import TrainConfig
 from diffkit.ema import EMA, ema_decay
 from diffkit.errors import DiffkitError
-from diffkit.train import StopRequest, learning_rate, make_optimizer
+from diffkit.optimizer import learning_rate, make_optimizer
+from diffkit.stop_request import StopRequest
 from diffkit.data.synthetic import synthetic_images
 from diffkit.seeds import derive_seed
 from diffkit.train_data import ShardedBatches

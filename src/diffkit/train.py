@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +22,21 @@ from tqdm import tqdm
 
 from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of, weight_differences
 from diffkit.checkpoint import load_state, restore_random_states, save_training_state, write_failure
-from diffkit.config import Config, TrainConfig, save_config
+from diffkit.config import Config, save_config
 from diffkit.ema import EMA, ema_decay
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
 from diffkit.images import save_grid
 from diffkit.loss import diffusion_loss
 from diffkit.nn.unet import UNet
+from diffkit.optimizer import learning_rate, make_optimizer
 from diffkit.run_directory import CONFIG_FILE, SAMPLES_DIR, STATE_FILE, prepare_run_dir
 from diffkit.run_log import MetricsLog
 from diffkit.schedule import Schedule
 from diffkit.seeds import NOISE_STREAM, SAMPLE_STREAM, TORCH_STREAM, derive_seed
+from diffkit.stop_request import StopRequest
 from diffkit.train_data import ShardedBatches, TrainingImages, load_training_images
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -75,26 +76,6 @@ class Run:
     saved_step: int | None = None  # the step state.ckpt holds (None before the first checkpoint)
     log: MetricsLog | None = None  # rank 0 only
     quiet: bool = False  # no progress bar or status lines
-
-
-def learning_rate(step: int, train: TrainConfig) -> float:
-    """Linear warm-up over warmup_steps, then cosine decay to min_lr_ratio * lr at decay_steps (then flat)."""
-    if step < train.warmup_steps:
-        return train.lr * (step + 1) / train.warmup_steps
-    horizon = train.decay_steps or train.max_steps
-    if train.lr_schedule == "constant" or horizon is None or horizon <= train.warmup_steps:
-        return train.lr
-    progress = min((step - train.warmup_steps) / (horizon - train.warmup_steps), 1.0)
-    ratio = train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return train.lr * ratio
-
-
-def make_optimizer(network: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    """AdamW that decays only weight matrices and kernels, not biases, norms or embeddings' 1-d scales."""
-    decayed = [p for p in network.parameters() if p.ndim >= 2]
-    plain = [p for p in network.parameters() if p.ndim < 2]
-    groups = [{"params": decayed, "weight_decay": train.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, train.adam_beta2))
 
 
 def make_fabric(config: Config, launch: Launch) -> Fabric:
@@ -263,33 +244,6 @@ def optimizer_step(run: Run, loss: Tensor) -> float:
     run.ema.update(run.network)
     run.step += 1
     return grad_norm
-
-
-class StopRequest:
-    """SIGINT/SIGTERM ask the loop to checkpoint and return; a second signal acts as usual (kills)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
-            self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
-        return self
-
-    def _handle(self, number: int, frame) -> None:
-        self.signal_name = signal.Signals(number).name
-        self._restore()
-
-    def _restore(self) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous = {}
-
-    def __exit__(self, *exception) -> None:
-        self._restore()
 
 
 def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = False,
