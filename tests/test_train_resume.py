@@ -120,8 +120,9 @@ def test_a_second_training_in_a_locked_run_directory_is_refused_at_once(tmp_path
             result = diffkit_cli("train", *second, "--accelerator", "cpu")
             elapsed = time.monotonic() - started
             assert result.returncode == 2 and baseline.returncode == 0
-            assert result.stderr.strip() == (f"diffkit: error: {run_dir} is in use: diffkit process {first.pid} is "
-                                             "training in it; wait for it to finish, stop it, or choose another --run-dir.")
+            assert result.stderr.strip() == (
+                f"diffkit: error: {run_dir} is in use: diffkit process {first.pid} is training in it; wait for it to "
+                "finish, stop it, or choose another --run-dir.")
             assert elapsed < startup + 2, (elapsed, startup)
         assert first.poll() is None  # the first run never noticed
         first.send_signal(signal.SIGTERM)

@@ -1,8 +1,8 @@
 """Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
 
-A `Config` has five sections (model, diffusion, data, train, sample). Presets in `diffkit/configs/*.toml` (`--config glyphs32`) name
-only what differs from the defaults below; `train.lr=2e-4` style overrides are type-checked against the
-dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
+A `Config` has five sections (model, diffusion, data, train, sample). Presets in `diffkit/configs/*.toml`
+(`--config glyphs32`) name only what differs from the defaults below; `train.lr=2e-4` style overrides are
+type-checked against the dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
 """
 
 from __future__ import annotations
@@ -311,12 +311,3 @@ def save_config(config: Config, path: str | Path) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return path
-
-
-def format_config(config: Config) -> str:
-    """The config as TOML-like text, one `key = value` line per field, for printing at the start of a run."""
-    lines = []
-    for section, values in config.to_dict().items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
-    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The one exception type for mistakes a user can fix (bad paths, names, values, files), and how warnings reach users."""
+"""The one exception type for mistakes a user can fix (bad paths, names, values, files); how warnings reach users."""
 
 import sys
 import warnings

@@ -24,15 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `diffkit train`."""
     parser = subparsers.add_parser(
         "train", help="train a diffusion model from a TOML preset (or continue a run)",
-        description="Train from a preset (glyphs32, fashion28, cifar32, folder, or a TOML file) with dotted overrides "
-                    "(train.lr=2e-4) anywhere on the line; writes runs/NAME/ with config.json, model.safetensors, "
-                    "state.ckpt, metrics.csv and samples/. Ctrl-C or SIGTERM saves and exits; --resume continues "
+        description="Train from a preset (e.g. glyphs32; an unknown name lists them) or a TOML file with dotted "
+                    "overrides (train.lr=2e-4) anywhere on the line; writes runs/NAME/ with config.json, "
+                    "model.safetensors, state.ckpt, metrics.csv and samples/. Ctrl-C or SIGTERM saves and exits; --resume continues "
                     "exactly. One process at a time trains in a run directory.",
     )
     parser.__class__ = OverridesAnywhereParser  # subparsers build plain ArgumentParsers
     parser.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
                         help="config overrides, e.g. train.lr=2e-4 model.base_channels=32")
-    parser.add_argument("--config", help="a preset name (glyphs32) or a TOML / config.json file")
+    parser.add_argument("--config", help="a preset shipped with diffkit (e.g. glyphs32) or a TOML / config.json file")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its state.ckpt")
     parser.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/<preset name>)")
     parser.add_argument("--max-steps", type=int, help="stop after this many training steps (train.max_steps)")
