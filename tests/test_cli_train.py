@@ -253,3 +253,15 @@ def test_tensorboard_events_hold_the_logged_losses(trained):
     assert [event.step for event in losses] == [1, 2, 3]
     expected = [row["loss"] for row in read_metrics(trained / "metrics.csv")]
     assert [event.value for event in losses] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_progress_bar_goes_to_a_terminal_on_stderr_unless_quiet(tmp_path, capsys, monkeypatch, quiet):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert train_cli("--config", str(write_tiny_toml(tmp_path)), "--run-dir", str(tmp_path / "run"), "--max-steps",
+                     "2", "train.sample_every=0", *(["--quiet"] if quiet else [])) == 0
+    captured = capsys.readouterr()
+    assert "2/2 [" not in captured.out  # the bar never goes to stdout
+    assert ("2/2 [" in captured.err) is not quiet
