@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    """The process's umask (os.umask can only be read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Some writers (safetensors) create files 0600; the renamed file gets the mode any new file would get.
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write to; on success it is synced to disk and renamed over
@@ -26,6 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

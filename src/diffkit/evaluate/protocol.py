@@ -183,7 +183,7 @@ def check_protocol(protocol: Protocol, num_classes: int, classifier: DomainModel
 
 def load_split(data, split: str):
     """The images (uint8) and labels of one split of the dataset a run's DataConfig names."""
-    from diffkit.train_data import synthetic_images
+    from diffkit.data.synthetic import synthetic_images
 
     if data.dataset == "synthetic":
         options = dict(data.options)
@@ -199,7 +199,7 @@ def generate_samples(bundle, n: int, *, sampler: str, steps: int, spacing: str |
                      guidance: float = 1.0, seed: int = 0, batch_size: int = 250) -> tuple[Tensor, Tensor | None]:
     """n samples as uint8 (n, C, H, W), in batches, with labels 0, 1, ... cycling over all n (conditional models)."""
     from diffkit.images import to_uint8
-    from diffkit.train_data import derive_seed
+    from diffkit.seeds import derive_seed
 
     num_classes = bundle.config.model.num_classes
     labels = torch.arange(n) % num_classes if num_classes else None  # (n,) balanced over the classes
