@@ -1,5 +1,7 @@
 """`diffkit inpaint | img2img | interpolate` and the guidance sweep end to end on a tiny saved bundle."""
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,8 @@ from diffkit.errors import DiffkitError
 from diffkit import load
 from diffkit.bundle import save_bundle
 from diffkit.cli import main
-from diffkit.cli.edit import parse_scales, write_guidance_sweep
+from diffkit.cli.arguments import scale_list
+from diffkit.images import save_grid
 from diffkit.nn.unet import UNet
 from tiny_run import tiny_config
 
@@ -83,13 +86,13 @@ def test_editing_mistakes_exit_2_with_one_sentence(bundle_dir, tmp_path, capsys)
 
 def test_guidance_sweep_writes_one_row_per_scale(bundle_dir, tmp_path):
     bundle = load(bundle_dir)
-    path = write_guidance_sweep(bundle, parse_scales("0,1,3"), str(tmp_path / "sweep.png"), n=4, seed=0,
-                                sampler="ddim", steps=4, label=None)
+    rows = bundle.guidance_sweep(scale_list("0,1,3"), 4, seed=0, sampler="ddim", steps=4)
+    path = save_grid(rows, tmp_path / "sweep.png", nrow=4)
     assert read_picture(path).shape == (3 * 10 + 2, 4 * 10 + 2)
-    with pytest.raises(DiffkitError, match="comma-separated"):
-        parse_scales("1,two")
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated"):
+        scale_list("1,two")
     with pytest.raises(DiffkitError, match="at least 0"):
-        parse_scales("-1,2")
+        bundle.guidance_sweep(scale_list("-1,2"), 2, steps=2)
 
 
 def test_sample_command_guides_and_sweeps(diffkit_cli, bundle_dir, tmp_path):

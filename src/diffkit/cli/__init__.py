@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from diffkit.cli import data, edit, evaluate, sample, train, viz
+from diffkit import progress
 from diffkit.errors import DiffkitError
 
 COMMANDS: tuple = (data, train, sample, edit, evaluate, viz)
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    progress.set_quiet(getattr(args, "quiet", False))
     try:
         result = args.func(args)
     except DiffkitError as error:
