@@ -25,10 +25,15 @@ def set_quiet(quiet: bool) -> None:
     _quiet = bool(quiet)
 
 
+def stream():
+    """The stream bars are drawn on: sys.stderr as it is at the time of the call."""
+    return sys.stderr
+
+
 def progress(items: Iterable[Item], *, total: int | None = None, description: str = "",
              unit: str = "it") -> Iterator[Item]:
     """Iterate over `items`, showing a bar on a terminal's stderr unless quiet; the bar vanishes when done."""
-    bar = tqdm(items, total=total, desc=description, unit=unit, file=sys.stderr, leave=False,
+    bar = tqdm(items, total=total, desc=description, unit=unit, file=stream(), leave=False,
                disable=True if _quiet else None, dynamic_ncols=True)
     try:
         yield from bar

@@ -28,11 +28,13 @@ def finite_float(text: str) -> float:
 
 def scale_list(text: str) -> list[float]:
     """'0,1,2,4' -> [0.0, 1.0, 2.0, 4.0]: comma-separated finite numbers (their range is the library's check)."""
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    try:
-        scales = [finite_float(part) for part in parts]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"takes comma-separated numbers such as 0,1,2,4, not '{text}'") from None
+    scales = []
+    for part in (part.strip() for part in text.split(",") if part.strip()):
+        try:
+            scales.append(finite_float(part))
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"takes comma-separated numbers such as 0,1,2,4, not '{text}' "
+                                             f"({error})") from None
     if not scales:
         raise argparse.ArgumentTypeError(f"needs at least one scale such as 0,1,2,4, not '{text}'")
     return scales

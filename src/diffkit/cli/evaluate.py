@@ -107,11 +107,13 @@ def evaluate_run(args: argparse.Namespace) -> int:
 def compare_sets(args: argparse.Namespace) -> int:
     """diffkit eval --real A --fake B: FID / KID / PR of two image sets."""
     from diffkit.evaluate.image_sets import load_image_set
-    from diffkit.evaluate.protocol import IMAGE_SET_METRICS, compare_image_sets, make_extractor, parse_metrics
+    from diffkit.evaluate.protocol import (IMAGE_SET_METRICS, check_comparable, compare_image_sets, make_extractor,
+                                           parse_metrics)
 
     names = parse_metrics(args.metrics, IMAGE_SET_METRICS)
-    extractor = make_extractor(args.extractor, load_classifier_argument(args), device=args.device)
     real, fake = load_image_set(args.real), load_image_set(args.fake)
+    check_comparable(real, fake)  # before the extractor's network is loaded
+    extractor = make_extractor(args.extractor, load_classifier_argument(args), device=args.device)
     results = compare_image_sets(real, fake, names, extractor, seed=args.seed)
     print(format_table(results))
     if args.out:

@@ -127,15 +127,20 @@ def compare_features(names: tuple[str, ...], fake: Tensor, real: Callable[[], Te
     return results
 
 
-def compare_image_sets(real: Tensor, fake: Tensor, names: tuple[str, ...], extractor: Extractor,
-                       seed: int = 0) -> dict[str, float]:
-    """Metrics of two image sets (N, C, H, W), uint8 or [-1, 1], through one extractor."""
+def check_comparable(real: Tensor, fake: Tensor) -> None:
+    """Refuse two image sets (N, C, H, W) of different channel counts or sizes: their numbers would mean nothing."""
     if real.shape[1] != fake.shape[1]:
         raise DiffkitError(f"The real images have {real.shape[1]} channels and the fake ones {fake.shape[1]}; "
                            "compare images with the same channel count.")
     if real.shape[-2:] != fake.shape[-2:]:  # both would be resized to 299 px and compared without a word
         raise DiffkitError(f"The real images are {real.shape[-1]}x{real.shape[-2]} pixels and the fake ones "
                            f"{fake.shape[-1]}x{fake.shape[-2]}; compare images of one size.")
+
+
+def compare_image_sets(real: Tensor, fake: Tensor, names: tuple[str, ...], extractor: Extractor,
+                       seed: int = 0) -> dict[str, float]:
+    """Metrics of two image sets (N, C, H, W), uint8 or [-1, 1], through one extractor."""
+    check_comparable(real, fake)
     real_features = lazy(lambda: extractor.features(real))
     return compare_features(names, extractor.features(fake), real_features, seed=seed)
 
