@@ -2,6 +2,7 @@
 outputs (grids, .npz, folders, GIF/MP4), --spacing and progress bars behave the same in every command."""
 
 import fcntl
+import json
 import os
 import pty
 import struct
@@ -172,3 +173,62 @@ def test_sample_shows_a_progress_bar_on_a_terminal_only(bundle_dir, tmp_path, di
     assert "sampling" not in run_on_a_terminal(*arguments, "--quiet")
     piped = diffkit_cli(*arguments)
     assert piped.returncode == 0 and piped.stderr == ""  # not a terminal: no bar characters in logs
+
+
+def read_picture(path):
+    return np.asarray(Image.open(path))
+
+
+def test_cli_sample_writes_the_grid_and_gif(bundle_dir, tmp_path, diffkit_cli):
+    out, gif = tmp_path / "grid.png", tmp_path / "steps.gif"
+    result = diffkit_cli("sample", str(bundle_dir), "--sampler", "ddim", "--steps", "3", "--n", "6", "--seed", "0",
+                         "--nrow", "3", "--label", "2", "--out", str(out), "--gif", str(gif))
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as grid:
+        assert grid.size == (3 * 10 + 2, 2 * 10 + 2)  # 3 x 2 tiles of 8 px with 2 px padding
+    with Image.open(gif) as animation, Image.open(out) as grid:
+        assert animation.n_frames >= 2  # Pillow merges identical consecutive frames
+        animation.seek(animation.n_frames - 1)
+        assert np.array_equal(np.asarray(animation.convert("L")), np.asarray(grid.convert("L")))
+
+
+def test_cli_sample_refuses_a_bundle_with_a_wrong_config(bundle_dir, tmp_path, diffkit_cli):
+    path = bundle_dir / "config.json"
+    data = json.loads(path.read_text())
+    data["model"]["channel_mults"] = [1, 3]
+    path.write_text(json.dumps(data))
+    result = diffkit_cli("sample", str(bundle_dir), "--out", str(tmp_path / "grid.png"))
+    assert result.returncode == 2
+    assert "does not fit the model" in result.stderr and "shapes differ" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "grid.png").exists()
+
+
+def test_sample_command_guides_and_sweeps(diffkit_cli, bundle_dir, tmp_path):
+    out = tmp_path / "guided.png"
+    result = diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--label", "2", "--guidance", "3",
+                         "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    unguided = tmp_path / "plain.png"
+    assert diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--label", "2",
+                       "--out", str(unguided)).returncode == 0
+    assert not np.array_equal(read_picture(out), read_picture(unguided))  # guidance changes the samples
+    sweep = tmp_path / "sweep.png"
+    result = diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--guidance-sweep", "0,1,2",
+                         "--out", str(sweep))
+    assert result.returncode == 0, result.stderr
+    assert read_picture(sweep).shape == (3 * 10 + 2, 4 * 10 + 2)
+    bad = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--label", "9", "--out", str(tmp_path / "x.png"))
+    assert bad.returncode == 2 and "9" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sample_command_refuses_zero_steps_and_an_unavailable_device_and_accepts_null_label(diffkit_cli, bundle_dir,
+                                                                                            tmp_path):
+    zero = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "0", "--out", str(tmp_path / "a.png"))
+    assert zero.returncode == 2 and "at least 1" in zero.stderr
+    device = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--device", "cuda", "--out", str(tmp_path / "b.png"))
+    assert device.returncode == 2 and "cuda" in device.stderr and "Traceback" not in device.stderr
+    null = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "3", "--label", "-1",
+                       "--out", str(tmp_path / "c.png"))
+    assert null.returncode == 0, null.stderr
+    unwritable = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "3", "--out", "/proc/none/x.png")
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr
