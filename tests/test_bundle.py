@@ -3,6 +3,7 @@ rules every sampling and editing entry point follows (settings, labels, guidance
 
 import argparse
 import dataclasses
+import json
 
 import numpy as np
 import pytest
