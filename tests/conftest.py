@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[1] / "src"
+# In-process `main()` calls would otherwise pick threads by the machine's load; tests pin one (see DESIGN.md).
+os.environ.setdefault("DIFFKIT_THREADS", "1")
 
 
 def run_diffkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

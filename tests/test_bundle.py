@@ -117,9 +117,12 @@ def test_samples_are_clipped_to_the_image_range_unless_asked_not_to(bundle_dir):
 def test_the_bundle_decides_sampler_steps_and_spacing_in_one_place(bundle_dir):
     bundle = load(bundle_dir)
     sample = bundle.config.sample
-    assert bundle.settings() == (sample.sampler, sample.steps, sample.spacing)
-    assert bundle.settings("heun", 3) == ("heun", 3, "karras")  # another sampler brings its recommended spacing
-    assert bundle.settings("heun", 3, "leading") == ("heun", 3, "leading")
+    assert bundle.settings() == (sample.sampler, sample.steps, sample.spacing, None)
+    assert bundle.settings("heun", 3) == ("heun", 3, "karras", None)  # another sampler brings its recommended spacing
+    assert bundle.settings("heun", 3, "leading") == ("heun", 3, "leading", None)
+    bundle.config.sample.grids["ddim/3"] = [10.0, 50.0, 90.0]  # a fitted grid (diffkit fit-grid) wins without --spacing
+    assert bundle.settings("ddim", 3).timesteps == [10.0, 50.0, 90.0]
+    assert bundle.settings("ddim", 3, "leading").timesteps is None
     with pytest.raises(DiffkitError, match="choose one of: ddpm"):
         bundle.settings("plms")
     with pytest.raises(DiffkitError, match="at least 1"):

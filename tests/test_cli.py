@@ -20,7 +20,7 @@ from diffkit.cli import build_parser, main
 from diffkit.errors import DiffkitError
 from diffkit.files import atomic_path
 from diffkit.images import save_grid
-from diffkit.sampling import SAMPLING_SPACINGS
+from diffkit.schedule import SPACINGS
 
 from conftest import SOURCE
 
@@ -104,10 +104,10 @@ def test_the_library_refuses_a_nan_guidance_scale_too(bundle_dir):
                          ids=lambda command: " ".join(command[:2]))
 def test_every_sampling_command_takes_every_spacing_of_the_library(command, capsys):
     parser = build_parser()
-    for spacing in SAMPLING_SPACINGS:
+    for spacing in SPACINGS:
         assert parser.parse_args([*command, "--spacing", spacing]).spacing == spacing
     error = parse_error([*command, "--spacing", "sideways"], capsys)
-    assert all(spacing in error for spacing in SAMPLING_SPACINGS)
+    assert all(spacing in error for spacing in SPACINGS)
 
 
 def test_sample_spacing_reaches_the_sampler(bundle_dir, tmp_path, capsys):

@@ -8,8 +8,8 @@ import torch
 from diffkit.errors import DiffkitError
 from diffkit.oracle import gaussian_oracle
 from diffkit.process import signal_noise
-from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, euler, euler_ancestral, get_sampler, heun, sample,
-                              sample_steps, sampling_schedule, unipc)
+from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, dpmpp_3m, euler, euler_ancestral, get_sampler, heun,
+                              sample, sample_steps, sampling_schedule, unipc)
 from diffkit.schedule import cosine, karras, linear, log_snr_at
 
 MU, S = 0.3, 0.5
@@ -115,6 +115,7 @@ def exact_flow(schedule, x_T):
 
 @pytest.mark.parametrize(("sampler", "spacing", "order"), [
     (euler, "trailing", 1), (ddim, "karras", 1), (heun, "uniform", 2), (heun, "karras", 2), (dpmpp_2m, "karras", 2),
+    (dpmpp_2m, "logsnr", 2), (dpmpp_3m, "logsnr", 3),
 ])
 def test_deterministic_samplers_converge_at_their_order(sampler, spacing, order):
     full = linear(1000)
@@ -125,10 +126,12 @@ def test_deterministic_samplers_converge_at_their_order(sampler, spacing, order)
         grid = sampling_schedule(full, steps, spacing)
         *_, last = sampler(oracle, x_T, grid)
         errors.append(float((last.x_t.double() - exact_flow(grid, x_T)).abs().max()))
-    # Doubling the steps divides the error by about 2^order (measured: 4.3-4.7 for Heun and DPM-Solver++(2M)).
+    # Doubling the steps divides the error by about 2^order (measured: 4.3-4.7 for Heun and DPM-Solver++(2M), 6.5
+    # and 10.1 for DPM-Solver++(3M) on the logsnr grid; on Karras' grid its error is not monotone: 6e-1, 2e-4, 2e-3,
+    # 5e-4 at 10-80 steps, errors of opposite sign cancelling at 20).
     # The grids end at the training sigma_min (0.01), whose last first-order step leaves an error floor of
     # ~sigma_min^2 / (2 S^2) ~ 3e-4, below these errors; trailing grids end higher and hit their floor sooner.
-    bound = {1: 0.6, 2: 0.35}[order]
+    bound = {1: 0.6, 2: 0.35, 3: 0.2}[order]
     assert errors[1] < bound * errors[0] and errors[2] < bound * errors[1], errors
 
 
@@ -215,14 +218,17 @@ def diffusers_run(scheduler, network, x_start, seed=None, **step_options):
     return outputs
 
 
-@pytest.mark.parametrize(("beta_schedule", "spacing", "steps"), [
-    ("linear", "trailing", 10), ("linear", "trailing", 25), ("squaredcos_cap_v2", "trailing", 15),
+@pytest.mark.parametrize(("beta_schedule", "spacing", "steps", "order"), [
+    ("linear", "trailing", 10, 2), ("linear", "trailing", 25, 2), ("squaredcos_cap_v2", "trailing", 15, 2),
+    ("linear", "trailing", 10, 3), ("linear", "trailing", 25, 3), ("squaredcos_cap_v2", "trailing", 15, 3),
+    ("linear", "trailing", 4, 3),
 ])
-def test_dpmpp_2m_matches_diffusers_step_for_step(beta_schedule, spacing, steps):
+def test_dpmpp_multistep_matches_diffusers_step_for_step(beta_schedule, spacing, steps, order):
     from diffusers import DPMSolverMultistepScheduler
 
     # (diffusers' DPM-Solver "leading" and "linspace" grids differ from DDIM's; "trailing" is the same grid.)
-    reference = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, solver_order=2,
+    # 3M at 10 steps lowers the order at the second-last step (< 15 steps), at 25 it does not: both are covered.
+    reference = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, solver_order=order,
                                             algorithm_type="dpmsolver++", timestep_spacing=spacing)
     reference.set_timesteps(steps)
     full = (linear if beta_schedule == "linear" else cosine)(1000)
@@ -230,7 +236,8 @@ def test_dpmpp_2m_matches_diffusers_step_for_step(beta_schedule, spacing, steps)
     assert grid.timesteps.flip(0).tolist() == reference.timesteps.tolist()
     x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
     theirs = diffusers_run(reference, FakeNetwork(full), x_T)
-    ours = [step.x_t for step in list(dpmpp_2m(FakeNetwork(full), x_T, grid))[1:]]
+    sampler = {2: dpmpp_2m, 3: dpmpp_3m}[order]
+    ours = [step.x_t for step in list(sampler(FakeNetwork(full), x_T, grid))[1:]]
     assert len(ours) == len(theirs) == steps
     for index, (a, b) in enumerate(zip(ours, theirs)):
         # float32 agreement to ~1e-5 of the state's scale (the cosine schedule's sigma_max 2e4 makes it ~100)
@@ -300,7 +307,7 @@ def test_sigma_samplers_match_diffusers(name, scheduler_name, spacing):
 
 
 def test_bad_names_steps_and_spacings_are_refused_with_the_choices():
-    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, euler, heun, euler_ancestral, unipc"):
+    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, dpmpp_3m, euler, heun, euler_ancestral, unipc"):
         get_sampler("plms")
     with pytest.raises(DiffkitError, match="karras"):
         sampling_schedule(linear(100), 10, "quadratic")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -22,6 +22,7 @@ from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
 from diffkit.edit import img2img_steps, inpaint_steps, interpolate
+from diffkit.grids import stored_grid
 from diffkit.guidance import check_conditioning, guidance_sweep, guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
 from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
@@ -41,6 +42,15 @@ def sample_labels(n: int, num_classes: int, label: int | None, device: torch.dev
     if label is not None:
         return torch.full((n,), label, dtype=torch.long, device=device)
     return torch.arange(n, device=device) % num_classes
+
+
+class Settings(NamedTuple):
+    """How a bundle samples when asked: sampler name, steps, spacing, and a fitted grid's timesteps (or None)."""
+
+    sampler: str
+    steps: int
+    spacing: str
+    timesteps: list[float] | None = None
 
 
 @dataclass
@@ -73,10 +83,15 @@ class Bundle:
         return next(self.network.parameters()).device
 
     def settings(self, sampler: str | None = None, steps: int | None = None,
-                 spacing: str | None = None) -> tuple[str, int, str]:
-        """(sampler, steps, spacing) with the defaults filled in: the config's [sample] section, except that the
-        config's spacing goes with the config's sampler and any other sampler brings its recommended one."""
+                 spacing: str | None = None) -> Settings:
+        """(sampler, steps, spacing, timesteps) with the defaults filled in from the config's [sample] section.
+
+        Without a spacing, a grid fitted for this sampler and step count (`diffkit fit-grid`, `sample.grids`) is
+        `timesteps`; otherwise the config's spacing goes with the config's sampler and any other sampler brings
+        its recommended one (Heun: karras). `timesteps` is None unless a fitted grid applies.
+        """
         defaults = self.config.sample
+        timesteps = stored_grid(defaults, sampler, steps) if spacing is None else None
         if spacing is None:
             same = sampler in (None, defaults.sampler)
             spacing = defaults.spacing if same else get_sampler(sampler).recommended_spacing
@@ -85,7 +100,7 @@ class Bundle:
         steps = defaults.steps if steps is None else steps
         if steps < 1:
             raise DiffkitError(f"The number of steps must be at least 1, not {steps}.")
-        return sampler, steps, spacing
+        return Settings(sampler, steps, spacing, timesteps)
 
     def labels_for(self, n: int, label: int | None = None, labels: Tensor | None = None) -> Tensor | None:
         """The labels of n images: `labels` (n,) as given, all `label`, or 0, 1, ... cycling over the classes
@@ -119,7 +134,9 @@ class Bundle:
         `guidance` is the classifier-free guidance scale (1 = plain conditional sampling). `labels` (n,) gives each
         image its own class (evaluation spreads classes over batches this way); it overrides `label`.
         """
-        sampler, steps, spacing = self.settings(sampler, steps, spacing)
+        sampler, steps, spacing, timesteps = self.settings(sampler, steps, spacing)
+        if timesteps is not None and "timesteps" not in options:
+            options["timesteps"] = timesteps
         n = self.config.sample.n if n is None else n
         y = self.labels_for(n, label, labels)
         return sample_steps(
@@ -139,14 +156,15 @@ class Bundle:
         model = self.config.model
         if model.num_classes == 0 and model.context_dim == 0:
             raise DiffkitError("A guidance sweep needs a class-conditional model, but this model is unconditional.")
-        sampler, steps, spacing = self.settings(sampler, steps, spacing)
+        sampler, steps, spacing, timesteps = self.settings(sampler, steps, spacing)
         n = self.config.sample.n if n is None else n
         y = self.labels_for(n, label)
         for scale in scales:  # refuse any bad scale before sampling the first row
             check_conditioning(model.num_classes, model.context_dim, y, scale)
         return guidance_sweep(self.denoiser, self.schedule.to(self.device), (n, *self.image_shape), y, scales,
                               model.num_classes, seed=self.config.sample.seed if seed is None else seed,
-                              sampler=sampler, steps=steps, spacing=spacing, device=self.device, clip_x0=1.0)
+                              sampler=sampler, steps=steps, spacing=spacing, device=self.device, clip_x0=1.0,
+                              timesteps=timesteps)
 
     def check_image(self, image: Tensor, name: str = "The image") -> Tensor:
         """An image (C, H, W) or (1, C, H, W) in [-1, 1] as (1, C, H, W) on the device, refused unless it has the
@@ -166,7 +184,7 @@ class Bundle:
                       resample: int = 1) -> Iterator[Step]:
         """Steps of n inpaintings of one image (DDPM with RePaint's replacement; `known` True = keep the pixel)."""
         y = self.labels_for(n, label)
-        _, steps, spacing = self.settings("ddpm", steps, spacing)
+        _, steps, spacing, _ = self.settings("ddpm", steps, spacing)  # fitted grids are for sampling only
         batch = self.check_image(image).expand(n, -1, -1, -1)
         return inpaint_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, known.to(self.device),
                              steps=steps, spacing=spacing, y=y, generator=self.generator(seed), jump=jump,
@@ -177,7 +195,7 @@ class Bundle:
                       guidance: float = 1.0) -> Iterator[Step]:
         """Steps of n SDEdit redraws of one image at `strength` (0 < strength <= 1)."""
         y = self.labels_for(n, label)
-        sampler, steps, spacing = self.settings(sampler, steps, spacing)
+        sampler, steps, spacing, _ = self.settings(sampler, steps, spacing)
         batch = self.check_image(image).expand(n, -1, -1, -1)
         return img2img_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, strength,
                              sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed),
@@ -188,7 +206,7 @@ class Bundle:
                     refine: int = 2) -> Tensor:
         """A strip (frames, C, H, W) morphing image_a into image_b through their DDIM-inverted noise."""
         y = self.labels_for(1, label)
-        _, steps, spacing = self.settings("ddim", steps, spacing)
+        _, steps, spacing, _ = self.settings("ddim", steps, spacing)
         return interpolate(self.guided(guidance, y), self.schedule.to(self.device), self.check_image(image_a),
                            self.check_image(image_b), frames=frames, steps=steps, spacing=spacing, y=y, refine=refine)
 

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
+from diffkit.grids import check_grids
 from diffkit.nn.unet import UNetConfig
 from diffkit.process import PREDICTIONS
 from diffkit.sampling import SAMPLERS
@@ -82,6 +83,7 @@ class SampleConfig:
     spacing: str = "trailing"
     n: int = 64
     seed: int = 0
+    grids: dict = field(default_factory=dict)  # fitted grids 'sampler/steps' -> training steps (diffkit fit-grid)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ def validate(config: Config) -> None:
     _check_choice("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES)
     _check_choice("sample.sampler", config.sample.sampler, SAMPLERS)
     _check_choice("sample.spacing", config.sample.spacing, SPACINGS)
+    check_grids(config.sample.grids, config.diffusion.T)
     train = config.train
     checks = [
         ("diffusion.T", config.diffusion.T, config.diffusion.T >= 2, "at least 2"),

@@ -66,8 +66,8 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def add_spacing(parser: argparse.ArgumentParser, default_help: str = "the sampler's recommended one") -> None:
-    """--spacing: the timestep grid, one of the library's spacings (`sampling.SAMPLING_SPACINGS`)."""
-    from diffkit.sampling import SAMPLING_SPACINGS
+    """--spacing: the timestep grid, one of the library's one dict of spacings (`schedule.SPACINGS`)."""
+    from diffkit.schedule import SPACINGS
 
-    parser.add_argument("--spacing", default=None, choices=SAMPLING_SPACINGS,
-                        help=f"timestep spacing: {', '.join(SAMPLING_SPACINGS)} (default: {default_help})")
+    parser.add_argument("--spacing", default=None, choices=tuple(SPACINGS),
+                        help=f"timestep spacing: {', '.join(SPACINGS)} (default: {default_help})")

@@ -77,19 +77,20 @@ def run(args: argparse.Namespace) -> int:
     if is_folder(args.out):
         check_folder(args.out)  # before minutes of sampling, not after
     bundle = load(args.run, device=args.device)
-    sampler, steps, spacing = bundle.settings(args.sampler, args.steps, args.spacing)
+    # Resolved here for the progress bar; the bundle applies its spacing rule (and a fitted grid) to args.spacing.
+    sampler, steps, *_ = bundle.settings(args.sampler, args.steps, args.spacing)
     if args.guidance_sweep:
         if args.gif:
             raise DiffkitError("--gif shows one sampling run; drop it with --guidance-sweep.")
-        images = bundle.guidance_sweep(args.guidance_sweep, args.n, sampler=sampler, steps=steps, spacing=spacing,
+        images = bundle.guidance_sweep(args.guidance_sweep, args.n, sampler=sampler, steps=steps, spacing=args.spacing,
                                        seed=args.seed, label=args.label)
         labels = bundle.labels_for(args.n, args.label)
         labels = None if labels is None else labels.repeat(len(args.guidance_sweep))
         print(f"wrote {write_samples(images, labels, args.out, args.nrow or args.n)}")
         return 0
     labels = bundle.labels_for(args.n, args.label)
-    trajectory = run_steps(bundle.sample_steps(args.n, sampler=sampler, steps=steps, spacing=spacing, seed=args.seed,
-                                               labels=labels, guidance=args.guidance),
+    trajectory = run_steps(bundle.sample_steps(args.n, sampler=sampler, steps=steps, spacing=args.spacing,
+                                               seed=args.seed, labels=labels, guidance=args.guidance),
                            total=steps + 1, keep_all=bool(args.gif))  # every step is kept only for the GIF
     print(f"wrote {write_samples(trajectory[-1].x_t, labels, args.out, args.nrow)}")
     if args.gif:

@@ -195,9 +195,9 @@ def _trajectory(args: argparse.Namespace, count: int, images=None) -> list:
         from diffkit.progress import run_steps
 
         bundle = diffkit.load(args.run)
-        sampler, steps, spacing = bundle.settings(args.sampler, args.steps, args.spacing)
-        return run_steps(bundle.sample_steps(count, sampler=sampler, steps=steps, spacing=spacing, seed=args.seed,
-                                             label=args.label), total=steps + 1, keep_all=True)
+        sampler, steps, *_ = bundle.settings(args.sampler, args.steps, args.spacing)  # for the progress bar
+        return run_steps(bundle.sample_steps(count, sampler=sampler, steps=steps, spacing=args.spacing,
+                                             seed=args.seed, label=args.label), total=steps + 1, keep_all=True)
     return _ideal_trajectory(args, count, images)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from diffkit.bundle import Bundle
+from diffkit.bundle import Bundle, Settings
 from diffkit.config import DataConfig
 from diffkit.data.dataset import ImageDataset
 from diffkit.errors import DiffkitError
@@ -301,7 +301,7 @@ def evaluate_bundle(bundle: Bundle, protocol: Protocol, classifier: DomainModel 
     """Draw `protocol.n` samples from a bundle and measure the protocol's metrics."""
     config = bundle.config
     check_protocol(protocol, config.model.num_classes, classifier)
-    _, _, spacing = bundle.settings(protocol.sampler, protocol.steps, protocol.spacing)  # Bundle's default rule
+    settings = bundle.settings(protocol.sampler, protocol.steps, protocol.spacing)  # Bundle's default rule
     timings: dict[str, float] = {}
     results: dict[str, float] = {}
     reference_record: dict = {}
@@ -311,7 +311,7 @@ def evaluate_bundle(bundle: Bundle, protocol: Protocol, classifier: DomainModel 
         reference = load_split(config.data, protocol.split) if needs_reference else None  # fail before sampling
         log(f"sampling {protocol.n} images with {protocol.sampler}, {protocol.steps} steps")
         samples, labels = generate_samples(bundle, protocol.n, sampler=protocol.sampler, steps=protocol.steps,
-                                           spacing=spacing, guidance=protocol.guidance, seed=protocol.seed,
+                                           spacing=protocol.spacing, guidance=protocol.guidance, seed=protocol.seed,
                                            batch_size=protocol.batch_size)
     if {"fid", "kid", "pr"} & set(protocol.metrics):
         with timed(timings, "features"):
@@ -333,17 +333,18 @@ def evaluate_bundle(bundle: Bundle, protocol: Protocol, classifier: DomainModel 
             log("nearest training images of every sample")
             found, grid = memorisation_metrics(samples, load_split(config.data, "train").images, protocol.grid_rows)
             results.update(found)
-    record = protocol_record(bundle, protocol, spacing, classifier)
+    record = protocol_record(bundle, protocol, settings, classifier)
     record.update(reference_record, results=results, seconds={key: round(value, 2) for key, value in timings.items()})
     return Evaluation(record, samples, labels, grid)
 
 
-def protocol_record(bundle: Bundle, protocol: Protocol, spacing: str, classifier: DomainModel | None) -> dict:
+def protocol_record(bundle: Bundle, protocol: Protocol, settings: Settings, classifier: DomainModel | None) -> dict:
     """The protocol as eval.json records it: enough to tell whether two results are comparable."""
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metrics": list(protocol.metrics), "samples": protocol.n, "sampler": protocol.sampler,
-        "steps": protocol.steps, "spacing": spacing,
+        "steps": protocol.steps, "spacing": settings.spacing if settings.timesteps is None else "fitted",
+        "timesteps": settings.timesteps,
         "network_evaluations": get_sampler(protocol.sampler).evaluations(protocol.steps),
         "guidance": protocol.guidance, "seed": protocol.seed, "dataset": bundle.config.data.dataset,
         "image_size": bundle.image_shape[-1], "reference_split": protocol.split, "extractor": protocol.extractor,
