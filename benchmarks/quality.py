@@ -59,7 +59,7 @@ def steps_for(sampler: str, evaluations: int) -> int:
 
 def evaluations_of(sampler: str, steps: int) -> int:
     """Network evaluations per sample of `steps` steps (Heun's last step is a single Euler evaluation)."""
-    return 2 * steps - 1 if sampler == "heun" else steps * SAMPLERS[sampler].evaluations_per_step
+    return SAMPLERS[sampler].evaluations(steps)
 
 
 def train_model(minutes: float, run_name: str, quick: bool) -> Path:

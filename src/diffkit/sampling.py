@@ -299,6 +299,12 @@ class Sampler(NamedTuple):
     recommended_steps: int = 50  # tests/test_samplers.py checks each on the Gaussian oracle at these settings
     recommended_spacing: str = "trailing"
     deterministic: bool = True  # an ODE solver: x_0 is a function of x_T (grids.py fits grids for these)
+    last_step_evaluations: int | None = None  # None: like every other step (Heun's last step is Euler: 1)
+
+    def evaluations(self, steps: int) -> int:
+        """Network evaluations (without guidance's doubling) for a run of `steps` steps."""
+        last = self.evaluations_per_step if self.last_step_evaluations is None else self.last_step_evaluations
+        return self.evaluations_per_step * (steps - 1) + last
 
 
 SAMPLERS: dict[str, Sampler] = {
@@ -309,7 +315,7 @@ SAMPLERS: dict[str, Sampler] = {
     "euler": Sampler(euler, 1, 50),
     # On the Gaussian oracle Heun needs 80 Karras steps (159 evaluations) where DPM-Solver++ needs 20
     # (benchmarks/sampler_oracle.py; DESIGN.md "The sigma view" says why).
-    "heun": Sampler(heun, 2, 80, "karras"),
+    "heun": Sampler(heun, 2, 80, "karras", last_step_evaluations=1),
     "euler_ancestral": Sampler(euler_ancestral, 1, 200, "trailing", False),
     "unipc": Sampler(unipc, 1, 20),
 }

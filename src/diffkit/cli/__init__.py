@@ -13,6 +13,7 @@ from diffkit.threads import configure_threads, prepare_environment
 
 prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
 
+from diffkit import progress  # noqa: E402
 from diffkit.cli import data, edit, evaluate, grid, sample, train, viz  # noqa: E402
 from diffkit.errors import DiffkitError
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    progress.set_quiet(getattr(args, "quiet", False))
     try:
         configure_threads()
         result = args.func(args)
