@@ -98,6 +98,20 @@ class Bundle:
         """n finished samples (n, C, H, W) in about [-1, 1]; keywords as for `sample_steps`."""
         return run_to_end(self.sample_steps(n, **keywords))
 
+    def edit_denoiser(self, n: int, label: int | None = None, guidance: float = 1.0) -> tuple[Denoiser, Tensor | None]:
+        """(guided denoiser, labels) for editing n images: labels only when a label or guidance != 1 asks for them
+        (a class model edits unconditionally otherwise), checked against the model by the one label check."""
+        if n < 1:
+            raise DiffkitError(f"The number of images must be at least 1, not {n}.")
+        model = self.config.model
+        device = next(self.network.parameters()).device
+        labels = None
+        if label is not None or (guidance != 1 and model.num_classes > 0):
+            labels = sample_labels(n, model.num_classes, label, device)
+        denoise = guided_denoiser(self.denoiser, guidance, num_classes=model.num_classes,
+                                  context_dim=model.context_dim, labels=labels)
+        return denoise, labels
+
 
 def schedule_of(config: Config) -> Schedule:
     """The training schedule a config names."""

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from diffkit.edit import img2img, inpaint, interpolate
 from diffkit.errors import DiffkitError
-from diffkit.guidance import check_conditioning, guidance_sweep, guided_denoiser
+from diffkit.guidance import check_conditioning, guidance_sweep
 from diffkit.sampling import SAMPLERS
 
 
@@ -67,17 +67,11 @@ def _common(parser: argparse.ArgumentParser, default_out: str, default_steps: in
 def _open(args: argparse.Namespace, n: int):
     """(bundle, guided denoiser, labels) for n images, with labels and guidance checked against the model."""
     from diffkit import load
-    from diffkit.bundle import sample_labels
 
     if n < 1:
         raise DiffkitError(f"The number of images must be at least 1, not {n}.")
     bundle = load(args.run, device=args.device)
-    model = bundle.config.model
-    labels = None
-    if args.label is not None or (args.guidance != 1 and model.num_classes > 0):
-        labels = sample_labels(n, model.num_classes, args.label, args.device)
-    denoise = guided_denoiser(bundle.denoiser, args.guidance, num_classes=model.num_classes,
-                              context_dim=model.context_dim, labels=labels)
+    denoise, labels = bundle.edit_denoiser(n, args.label, args.guidance)
     return bundle, denoise, labels
 
 
