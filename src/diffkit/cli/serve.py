@@ -1,0 +1,51 @@
+"""`diffkit serve`: the browser page over one or more bundles (every bundle under runs/ and models/ by default)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `diffkit serve`."""
+    parser = subparsers.add_parser(
+        "serve", help="a web page to generate, watch, edit and explain (needs the web extra)",
+        description="Serve a gradio page over RUN bundles (default: every bundle under runs/ and models/). It "
+                    "listens on 127.0.0.1 only unless --host says otherwise.")
+    parser.add_argument("runs", metavar="RUN", nargs="*", help="run directories or bundles to serve")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to all)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="requests computed at once (default 1; the others wait in the queue)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per request (default: the cores divided among the workers)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Find the bundles, then serve the page until interrupted."""
+    import os
+
+    from diffkit.errors import DiffkitError
+    from diffkit.web import require_gradio
+
+    require_gradio()
+    if not 1 <= args.port <= 65535:
+        raise DiffkitError(f"--port must be from 1 to 65535, not {args.port}.")
+    if args.workers < 1:
+        raise DiffkitError(f"--workers must be at least 1, not {args.workers}.")
+    if args.threads is not None and args.threads < 1:
+        raise DiffkitError(f"--threads must be at least 1, not {args.threads}.")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    import torch
+
+    from diffkit.web.app import serve
+    from diffkit.web.models import ModelShelf, find_models
+
+    torch.set_num_threads(threads)  # workers x threads <= cores: the queue never oversubscribes the CPU
+    shelf = ModelShelf(find_models(args.runs), device=args.device)
+    print(f"diffkit serve: {len(shelf.names)} model(s): {', '.join(shelf.names)}")
+    print(f"diffkit serve: open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    serve(shelf, host=args.host, port=args.port, workers=args.workers)
+    return 0
