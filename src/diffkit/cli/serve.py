@@ -15,10 +15,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to all)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="requests computed at once (default 1; the others wait in the queue)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads per request (default: the cores divided among the workers)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="requests computed at once (default: 2, or 1 on a 1-core CPU); the rest wait in the queue")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: small batches stall with more on a busy CPU)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.set_defaults(func=run)
 
@@ -33,19 +33,21 @@ def run(args: argparse.Namespace) -> int:
     require_gradio()
     if not 1 <= args.port <= 65535:
         raise DiffkitError(f"--port must be from 1 to 65535, not {args.port}.")
-    if args.workers < 1:
-        raise DiffkitError(f"--workers must be at least 1, not {args.workers}.")
-    if args.threads is not None and args.threads < 1:
-        raise DiffkitError(f"--threads must be at least 1, not {args.threads}.")
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    workers = min(2, os.cpu_count() or 1) if args.workers is None else args.workers
+    if workers < 1 or args.threads < 1:
+        raise DiffkitError(f"--workers and --threads must be at least 1, not {workers} and {args.threads}.")
     import torch
 
     from diffkit.web.app import serve
     from diffkit.web.models import ModelShelf, find_models
 
-    torch.set_num_threads(threads)  # workers x threads <= cores: the queue never oversubscribes the CPU
+    torch.set_num_threads(args.threads)  # workers x threads <= cores: the queue never oversubscribes the CPU
     shelf = ModelShelf(find_models(args.runs), device=args.device)
     print(f"diffkit serve: {len(shelf.names)} model(s): {', '.join(shelf.names)}")
     print(f"diffkit serve: open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
-    serve(shelf, host=args.host, port=args.port, workers=args.workers)
+    try:
+        serve(shelf, host=args.host, port=args.port, workers=workers)
+    except OSError as error:  # gradio: the port is taken, or the address is not this machine's
+        raise DiffkitError(f"Cannot listen on {args.host}:{args.port} ({error}); choose another --port "
+                           "or --host.") from None
     return 0

@@ -1,0 +1,30 @@
+"""Tiny bundles for the web tests: the tiny run's 8x8 UNet (4 classes, T = 100, 4 sampler steps) with seeded
+random weights, class-conditional and unconditional, saved as runs/tiny and models/plain under a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from diffkit.bundle import save_bundle
+from diffkit.nn.unet import UNet
+from tiny_run import tiny_config
+
+
+def random_network(config) -> UNet:
+    """The config's UNet with small seeded random weights (a zero-initialised one would only predict eps = 0)."""
+    network = UNet(config.model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    return network
+
+
+def write_tiny_bundles(root: Path) -> Path:
+    """runs/tiny (class-conditional) and models/plain (unconditional) under root; returns root."""
+    for folder, overrides in (("runs/tiny", ()), ("models/plain", ("model.num_classes=0",))):
+        config = tiny_config(*overrides)
+        save_bundle(Path(root) / folder, config, random_network(config))
+    return Path(root)
