@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from browser import chromium, error_message, image_source, open_page, paint_stroke, read_picture, served
+from browser import (chromium, error_message, image_source, open_page, open_pages, paint_stroke, read_picture,
+                     served)
 from web_bundles import write_tiny_bundles
 
 pytestmark = pytest.mark.browser
@@ -46,32 +47,35 @@ def browser():
         yield browser
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def page(server, browser):
+    """One page for the single-user tests, which run in file order (the Edit tab last)."""
     page = open_page(browser, server[0])
     yield page
     page.context.close()
 
 
-def generate(page, seed: int | None = None, count: int | None = None) -> None:
+def generate(page, seed: int | None = None, count: int | None = None) -> str | None:
+    """Fill the seed and count, click Generate; returns the samples picture's src shown before (None if none)."""
+    shown = image_source(page, "#final")
     if seed is not None:
         page.locator("#seed input").first.fill(str(seed))
     if count is not None:
         page.locator("#count input").first.fill(str(count))
     page.click("#generate")
+    return shown
 
 
 def samples_after(page, previous: str | None = None) -> np.ndarray:
     """The samples picture once it shows (and differs from `previous`, the src shown before)."""
     page.wait_for_function("previous => { const p = document.querySelector('#final img');"
-                           " return p && p.src !== previous; }", arg=previous, timeout=60_000)
+                           " return p && p.src !== previous; }", arg=previous, timeout=120_000)
     return read_picture(page, "#final")
 
 
 def test_generate_shows_the_live_view_stepping_then_the_samples(page):
     page.evaluate(WATCH_LIVE_VIEW)
-    generate(page)
-    samples = samples_after(page)
+    samples = samples_after(page, generate(page))
     assert samples.ndim == 3 and samples.std() > 0  # a grid of 4 generated 8x8 images, enlarged
     live = page.evaluate("window.liveSources")
     assert len(set(live)) >= 2, live  # the 4-step sampler streamed several steps
@@ -79,17 +83,20 @@ def test_generate_shows_the_live_view_stepping_then_the_samples(page):
 
 
 def test_another_seed_gives_another_image(page):
-    generate(page, seed=1)
-    first = samples_after(page)
-    shown = image_source(page, "#final")
-    generate(page, seed=2)
-    second = samples_after(page, shown)
+    first = samples_after(page, generate(page, seed=1))
+    second = samples_after(page, generate(page, seed=2))
     assert first.shape == second.shape and not np.array_equal(first, second)
 
 
+def test_too_many_images_is_refused_in_one_sentence(page):
+    generate(page, count=99)
+    message = error_message(page)
+    assert "The number of images must be a whole number from 1 to 16, not 99." in message
+    assert "Traceback" not in page.content()
+
+
 def test_inpainting_a_drawn_mask_keeps_the_rest(page):
-    generate(page, count=1)
-    samples_after(page)
+    samples_after(page, generate(page, count=1))
     page.get_by_role("tab", name="Edit").click()
     page.click("#use-generated")
     page.wait_for_function("() => document.querySelectorAll('#editor canvas').length > 0")
@@ -98,7 +105,7 @@ def test_inpainting_a_drawn_mask_keeps_the_rest(page):
     page.locator("#steps input").nth(1).fill("4")
     page.locator("#count input").nth(1).fill("2")
     page.click("#inpaint")
-    page.wait_for_selector("#inpainted img", timeout=60_000)
+    page.wait_for_selector("#inpainted img", timeout=120_000)
     grid = read_picture(page, "#inpainted")  # picture, masked picture, 2 results
     factor = 12  # 8x8 tiles, 2 px padding, enlarged 12x
     picture, masked = (grid[2 * factor:10 * factor, (2 + 10 * k) * factor:(10 + 10 * k) * factor] for k in (0, 1))
@@ -107,13 +114,6 @@ def test_inpainting_a_drawn_mask_keeps_the_rest(page):
     kept = ~np.all(masked == 255, axis=2)  # surely outside the stroke
     assert kept.any()
     assert np.array_equal(result[kept], picture[kept])
-
-
-def test_too_many_images_is_refused_in_one_sentence(page):
-    generate(page, count=99)
-    message = error_message(page)
-    assert "The number of images must be a whole number from 1 to 16, not 99." in message
-    assert "Traceback" not in page.content()
 
 
 def test_the_server_listens_on_localhost_only(server):
@@ -130,13 +130,13 @@ def test_the_server_listens_on_localhost_only(server):
 
 
 def test_eight_sessions_generating_at_once_all_finish(server, browser):
-    pages = [open_page(browser, server[0]) for _ in range(SESSIONS)]
+    pages = open_pages(browser, server[0], SESSIONS, width=800, height=600)
     try:
         for seed, page in enumerate(pages):
             page.evaluate(WATCH_FINAL)
             generate(page, seed=seed)
         for page in pages:
-            page.wait_for_function("() => window.finished !== null", timeout=120_000)
+            page.wait_for_function("() => window.finished !== null", timeout=180_000)
         latencies = sorted((page.evaluate("window.finished - window.started") / 1000) for page in pages)
     finally:
         for page in pages:
