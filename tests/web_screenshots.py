@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import SOURCE, chromium, open_page, paint_stroke, served  # noqa: E402
 from tiny_run import write_tiny_toml  # noqa: E402
 
-TRAINING = ["train.max_steps=400", "train.checkpoint_every=400", "train.sample_every=400", "train.log_every=100",
+TRAINING = ["sample.steps=25", "train.max_steps=400", "train.checkpoint_every=400", "train.sample_every=400", "train.log_every=100",
             "train.batch_size=32", "data.options.count=256"]
 
 
@@ -27,8 +27,10 @@ def train_tiny_run(directory: Path) -> Path:
     """A tiny synthetic run trained for a few hundred steps (about half a minute on one core)."""
     run = directory / "runs" / "squares"
     environment = {"PYTHONPATH": str(SOURCE), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, "-m", "diffkit", "train", "--config", str(write_tiny_toml(directory)),
-                    "--run-dir", str(run), *TRAINING], check=True, env=environment)
+    result = subprocess.run([sys.executable, "-m", "diffkit", "train", "--config", str(write_tiny_toml(directory)),
+                             "--run-dir", str(run), *TRAINING], env=environment, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"training the tiny run failed:\n{result.stderr}")
     return run
 
 
@@ -72,8 +74,10 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        run = Path(args.run).resolve() if args.run else train_tiny_run(Path(scratch))
-        with served(str(run), cwd=Path(scratch)) as (url, _):
+        runs = [str(Path(args.run).resolve())] if args.run else []
+        if not args.run:
+            train_tiny_run(Path(scratch))  # found under runs/ by `diffkit serve` without arguments
+        with served(*runs, cwd=Path(scratch)) as (url, _):
             take(url, out)
     return 0
 
