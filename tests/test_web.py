@@ -168,3 +168,12 @@ def test_no_bundle_anywhere_is_one_sentence(tmp_path):
         ModelShelf(find_models(root=tmp_path))
     with pytest.raises(DiffkitError, match="is not a bundle"):
         find_models([tmp_path])
+
+
+def test_serve_without_a_model_says_so_in_one_sentence(diffkit_cli, tmp_path):
+    result = diffkit_cli("serve", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("diffkit: error: No model to serve: pass a run directory or bundle, or train "
+                                     "one first (make demo).")
+    result = diffkit_cli("serve", "--port", "70000", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "--port must be from 1 to 65535" in result.stderr

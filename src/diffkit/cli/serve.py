@@ -38,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
         raise DiffkitError(f"--workers and --threads must be at least 1, not {workers} and {args.threads}.")
     import torch
 
-    from diffkit.web.app import serve
     from diffkit.web.models import ModelShelf, find_models
 
+    shelf = ModelShelf(find_models(args.runs), device=args.device)  # refused before gradio's slow import
+
+    from diffkit.web.app import serve
+
     torch.set_num_threads(args.threads)  # workers x threads <= cores: the queue never oversubscribes the CPU
-    shelf = ModelShelf(find_models(args.runs), device=args.device)
     print(f"diffkit serve: {len(shelf.names)} model(s): {', '.join(shelf.names)}")
     print(f"diffkit serve: open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     try:
