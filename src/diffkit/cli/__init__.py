@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffkit.cli import data, edit, evaluate, sample, serve, train, viz
+from diffkit.threads import configure_threads, prepare_environment
+
+prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
+
+from diffkit import progress  # noqa: E402
+from diffkit.cli import data, edit, evaluate, grid, sample, serve, train, viz  # noqa: E402
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = (data, train, sample, edit, evaluate, viz, serve)
+COMMANDS: tuple = (data, train, sample, grid, edit, evaluate, viz, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    progress.set_quiet(getattr(args, "quiet", False))
     try:
+        configure_threads()
         result = args.func(args)
     except DiffkitError as error:
         print(f"diffkit: error: {error}", file=sys.stderr)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from diffkit.files import atomic_path
+from diffkit.files import atomic_path, write_json
 from diffkit.errors import DiffkitError
 
 WEIGHTS_NAME = "classifier.safetensors"
@@ -166,7 +166,7 @@ def save_classifier(model: DomainClassifier, directory: str | Path, **metadata: 
     with atomic_path(weights) as temporary:
         save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(temporary))
     config = {"config": asdict(model.config), "sha256": file_digest(weights), "metadata": metadata}
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    write_json(directory / CONFIG_NAME, config)
     return directory
 
 

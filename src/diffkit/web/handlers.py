@@ -1,8 +1,9 @@
 """What each button of the page does: check the page's values, call the library once, return pictures.
 
-No gradio and no maths here: sampling is `Bundle.sample_steps`, editing is `diffkit.edit`, pictures are
-`diffkit.viz`; this module only bounds the numbers (`LIMITS`), picks the model by name (`ModelShelf`) and turns
-tensors into page pictures (`web.pictures`). Every mistake is a `DiffkitError` the page shows as one sentence.
+No gradio and no maths here: sampling and editing are the bundle's methods (`Bundle.sample_steps`, `inpaint_steps`,
+`img2img_steps`, `interpolate`: its rules for labels, guidance and defaults), pictures are `diffkit.viz`; this
+module only bounds the numbers (`LIMITS`), picks the model by name (`ModelShelf`) and turns tensors into page
+pictures (`web.pictures`). Every mistake is a `DiffkitError` the page shows as one sentence.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import torch
 from torch import Tensor
 
 from diffkit.animation import save_gif
-from diffkit.edit import img2img, inpaint, interpolate
 from diffkit.errors import DiffkitError
 from diffkit.images import save_grid, to_model_range
 from diffkit.process import q_sample
-from diffkit.sampling import SAMPLERS
+from diffkit.sampling import run_to_end
 from diffkit.schedule import SCHEDULES, make_schedule
 from diffkit.train_data import load_training_images
 from diffkit.viz import forward_strip, plot_schedules, save_figure
@@ -65,8 +65,6 @@ class Handlers:
                  guidance: float, seed: float, count: float) -> Iterator[tuple]:
         """Stream (live view, None, None, None) per sampler step, then (live view, grid, PNG path, samples)."""
         choice, bundle, steps, seed, count, guidance = self._request(model, steps, seed, count, guidance)
-        if sampler not in SAMPLERS:
-            raise DiffkitError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
         trajectory = bundle.sample_steps(count, sampler=sampler, steps=steps, seed=seed, guidance=guidance,
                                          **condition_keywords(choice, label, prompt))
         last = None
@@ -82,9 +80,8 @@ class Handlers:
         editor = editor or {}
         image = pictures.to_model(editor.get("background"), bundle.image_shape, "The picture to inpaint")
         regenerate = pictures.painted_mask(editor.get("layers"), bundle.image_shape)  # (H, W)
-        denoise, labels = bundle.edit_denoiser(count, **condition_keywords(choice, label))
-        results = inpaint(denoise, bundle.schedule, image.expand(count, -1, -1, -1), ~regenerate, steps=steps,
-                          y=labels, generator=torch.Generator().manual_seed(seed), clip_x0=1.0)
+        results = run_to_end(bundle.inpaint_steps(image, ~regenerate, count, steps=steps, seed=seed,
+                                                  **condition_keywords(choice, label)))
         masked = torch.where(regenerate, torch.ones_like(image), image)  # the regenerated part shown white
         return pictures.shown(torch.cat([image, masked, results]), nrow=count + 2)
 
@@ -93,10 +90,9 @@ class Handlers:
         """SDEdit: the picture redrawn `count` times at the given strength."""
         choice, bundle, steps, seed, count, _ = self._request(model, steps, seed, count)
         image = pictures.to_model(picture, bundle.image_shape, "The picture to redraw")
-        denoise, labels = bundle.edit_denoiser(count, **condition_keywords(choice, label))
-        results = img2img(denoise, bundle.schedule, image.expand(count, -1, -1, -1),
-                          bounded(strength, "The strength", 0.01, 1.0), steps=steps, y=labels,
-                          generator=torch.Generator().manual_seed(seed), clip_x0=1.0)
+        strength = bounded(strength, "The strength", 0.01, 1.0)
+        results = run_to_end(bundle.img2img_steps(image, strength, count, steps=steps, seed=seed,
+                                                  **condition_keywords(choice, label)))
         return pictures.shown(torch.cat([image, results]), nrow=count + 1)
 
     def interpolate(self, model: str, label: str | None, picture_a: np.ndarray | None, item_a: str,
@@ -106,8 +102,7 @@ class Handlers:
         frames = whole(frames, "The number of frames", 2, LIMITS.frames)
         image_a = self._picture_or_item(choice.name, picture_a, item_a, bundle.image_shape, "Image A")
         image_b = self._picture_or_item(choice.name, picture_b, item_b, bundle.image_shape, "Image B")
-        denoise, labels = bundle.edit_denoiser(1, **condition_keywords(choice, label))
-        strip = interpolate(denoise, bundle.schedule, image_a, image_b, frames=frames, steps=steps, y=labels)
+        strip = bundle.interpolate(image_a, image_b, frames=frames, steps=steps, **condition_keywords(choice, label))
         gif = save_gif([pictures.shown(frame.unsqueeze(0)) for frame in strip], self._file(".gif"), frame_ms=150)
         return pictures.shown(strip, nrow=frames), str(gif)
 

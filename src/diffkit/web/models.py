@@ -72,7 +72,7 @@ def _class_condition(choice: ModelChoice, label: str | None, prompt: str | None)
     return {"label": int(label)}
 
 
-# Model kind -> the keywords (label=...) it adds to Bundle.sample_steps / Bundle.edit_denoiser. A text model adds
+# Model kind -> the keywords (label=...) it adds to the Bundle's sampling and editing methods. A text model adds
 # one entry here that turns the prompt into its condition; a latent bundle needs none (the bundle decodes).
 MODEL_KINDS: dict[str, Callable[[ModelChoice, str | None, str | None], dict]] = {
     "unconditional": _no_condition,
