@@ -17,8 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--workers", type=int, default=None,
                         help="requests computed at once (default: 2, or 1 on a 1-core CPU); the rest wait in the queue")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: small batches stall with more on a busy CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per request (default 1, or DIFFKIT_THREADS / OMP_NUM_THREADS when set)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.set_defaults(func=run)
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise DiffkitError(f"--port must be from 1 to 65535, not {args.port}.")
     workers = min(2, os.cpu_count() or 1) if args.workers is None else args.workers
-    if workers < 1 or args.threads < 1:
+    if workers < 1 or (args.threads is not None and args.threads < 1):
         raise DiffkitError(f"--workers and --threads must be at least 1, not {workers} and {args.threads}.")
     import torch
 
@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     from diffkit.web.app import serve
 
-    torch.set_num_threads(args.threads)  # workers x threads <= cores: the queue never oversubscribes the CPU
+    # workers x threads <= cores, so the queue never oversubscribes the CPU; the start-up's automatic choice
+    # (diffkit.threads) suits one command, not requests that run side by side. A user's own setting stands.
+    if args.threads is not None or not {"DIFFKIT_THREADS", "OMP_NUM_THREADS"} & set(os.environ):
+        torch.set_num_threads(args.threads or 1)
     print(f"diffkit serve: {len(shelf.names)} model(s): {', '.join(shelf.names)}")
     print(f"diffkit serve: open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     try:
