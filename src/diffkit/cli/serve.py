@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"diffkit serve: open http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     try:
         serve(shelf, host=args.host, port=args.port, workers=workers)
-    except OSError as error:  # gradio: the port is taken, or the address is not this machine's
-        raise DiffkitError(f"Cannot listen on {args.host}:{args.port} ({error}); choose another --port "
-                           "or --host.") from None
+    except OSError:  # gradio's own message names its launch() parameters, which mean nothing to a user
+        raise DiffkitError(f"Cannot listen on {args.host}:{args.port}: the port is taken or the address is not "
+                           "this machine's; choose another --port or --host.") from None
     return 0
