@@ -59,9 +59,9 @@ def generate(page, seed: int | None = None, count: int | None = None) -> str | N
     """Fill the seed and count, click Generate; returns the samples picture's src shown before (None if none)."""
     shown = image_source(page, "#final")
     if seed is not None:
-        page.locator("#seed input").first.fill(str(seed))
+        page.locator("#generate-seed input").fill(str(seed))
     if count is not None:
-        page.locator("#count input").first.fill(str(count))
+        page.locator("#generate-count input").fill(str(count))
     page.click("#generate")
     return shown
 
@@ -102,8 +102,8 @@ def test_inpainting_a_drawn_mask_keeps_the_rest(page):
     page.wait_for_function("() => document.querySelectorAll('#editor canvas').length > 0")
     page.wait_for_timeout(1000)  # the background image settles on the canvas
     paint_stroke(page, "#editor")
-    page.locator("#steps input").nth(1).fill("4")
-    page.locator("#count input").nth(1).fill("2")
+    page.locator("#edit-steps input").fill("4")
+    page.locator("#edit-count input").fill("2")
     page.click("#inpaint")
     page.wait_for_selector("#inpainted img", timeout=120_000)
     grid = read_picture(page, "#inpainted")  # picture, masked picture, 2 results

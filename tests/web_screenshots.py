@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import SOURCE, chromium, open_page, paint_stroke, served  # noqa: E402
 from tiny_run import write_tiny_toml  # noqa: E402
 
-TRAINING = ["sample.steps=25", "train.max_steps=400", "train.checkpoint_every=400", "train.sample_every=400", "train.log_every=100",
-            "train.batch_size=32", "data.options.count=256"]
+TRAINING = ["sample.steps=25", "train.max_steps=400", "train.checkpoint_every=400", "train.sample_every=400",
+            "train.log_every=100", "train.batch_size=32", "data.options.count=256"]
 
 
 def train_tiny_run(directory: Path) -> Path:
@@ -45,7 +45,7 @@ def take(url: str, out: Path) -> None:
     """Use each tab once and photograph it."""
     with sync_playwright() as playwright, chromium(playwright) as browser:
         page = open_page(browser, url, width=1100, height=800)
-        page.locator("#count input").first.fill("8")
+        page.locator("#generate-count input").fill("8")
         page.click("#generate")
         page.wait_for_selector("#final img", timeout=120_000)
         save_small(page, out / "web-generate.png")

@@ -78,20 +78,20 @@ def build_app(shelf: ModelShelf, out_dir: str | None = None) -> gr.Blocks:
     return app
 
 
-def _numbers(steps: int, count: bool = True) -> tuple:
+def _numbers(steps: int, tab: str, count: bool = True) -> tuple:
     """Steps, seed (and number of images) inputs; bounds are checked by the handlers, which say the range."""
-    steps_input = gr.Number(steps, label=f"Steps (1-{LIMITS.steps})", precision=0, elem_id="steps")
-    seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
+    steps_input = gr.Number(steps, label=f"Steps (1-{LIMITS.steps})", precision=0, elem_id=f"{tab}-steps")
+    seed = gr.Number(0, label="Seed", precision=0, elem_id=f"{tab}-seed")
     if not count:
         return steps_input, seed
-    return steps_input, seed, gr.Number(4, label=f"Images (1-{LIMITS.images})", precision=0, elem_id="count")
+    return steps_input, seed, gr.Number(4, label=f"Images (1-{LIMITS.images})", precision=0, elem_id=f"{tab}-count")
 
 
 def _generate_tab(handlers: Handlers, first, model, label, prompt, samples) -> None:
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLERS), value=first.config.sample.sampler, label="Sampler")
         guidance = gr.Slider(0, LIMITS.guidance, value=1, step=0.5, label="Guidance (1 = plain conditional)")
-        steps, seed, count = _numbers(first.config.sample.steps)
+        steps, seed, count = _numbers(first.config.sample.steps, "generate")
     button = gr.Button("Generate", variant="primary", elem_id="generate")
     with gr.Row():
         live = gr.Image(label="Live view: x_t (top) and predicted x0 (bottom)", elem_id="live", format="png")
@@ -117,7 +117,7 @@ def _edit_tab(handlers: Handlers, model, label, samples) -> None:
         index = gr.Number(0, label="Generated image #", precision=0)
         take = gr.Button("Use generated image", elem_id="use-generated")
     with gr.Row():
-        steps, seed, count = _numbers(50)
+        steps, seed, count = _numbers(50, "edit")
     with gr.Tab("Inpaint (paint white where to regenerate)"):
         editor = gr.ImageEditor(label="Picture and mask", type="numpy", image_mode="RGB", elem_id="editor",
                                 canvas_size=(CANVAS, CANVAS), fixed_canvas=True, sources=("upload", "clipboard"),
@@ -147,7 +147,7 @@ def _interpolate_tab(handlers: Handlers, model, label) -> None:
             item_b = gr.Textbox("1", label="or training image B (index or class name)", elem_id="item-b")
     with gr.Row():
         frames = gr.Number(8, label=f"Frames (2-{LIMITS.frames})", precision=0)
-        steps, _ = _numbers(20, count=False)
+        steps, _ = _numbers(20, "interpolate", count=False)
     button = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
     strip = gr.Image(label="Morph strip", elem_id="strip", format="png")
     gif = gr.File(label="GIF", elem_id="gif")
