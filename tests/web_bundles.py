@@ -5,21 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from diffkit.bundle import save_bundle
-from diffkit.nn.unet import UNet
-from tiny_run import tiny_config
-
-
-def random_network(config) -> UNet:
-    """The config's UNet with small seeded random weights (a zero-initialised one would only predict eps = 0)."""
-    network = UNet(config.model)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return network
+from tiny_run import random_network, tiny_config
 
 
 def write_tiny_bundles(root: Path) -> Path:
