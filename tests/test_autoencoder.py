@@ -7,6 +7,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from diffkit.errors import DiffkitError
+from diffkit.images import to_model_range
+from diffkit.train_data import synthetic_images
 from diffkit.nn.autoencoder import Autoencoder, AutoencoderConfig, DiagonalGaussian, autoencoder_loss
 from diffkit.nn.layers import ResBlock
 
@@ -34,10 +36,11 @@ def test_kl_equals_the_closed_form_and_torch_distributions():
 
 def test_kl_equals_a_monte_carlo_estimate():
     posterior = DiagonalGaussian(torch.tensor([[0.7, -0.3]]).double(), torch.tensor([[-1.0, 0.5]]).double())
-    draws = torch.stack([posterior.sample(generator(k)) for k in range(20_000)])  # (N, 1, 2)
+    many = DiagonalGaussian(posterior.mean.expand(200_000, 2), posterior.logvar.expand(200_000, 2))
+    draws = many.sample(generator(5))[:, None]  # (N, 1, 2)
     q = Normal(posterior.mean, (0.5 * posterior.logvar).exp())
     estimate = (q.log_prob(draws) - Normal(0.0, 1.0).log_prob(draws)).sum(-1).mean()  # E_q[log q - log p]
-    assert float(estimate) == pytest.approx(float(posterior.kl()), abs=0.03)
+    assert float(estimate) == pytest.approx(float(posterior.kl()), abs=0.01)
 
 
 @pytest.mark.parametrize("size", [28, 32, 64, 128])
@@ -71,8 +74,9 @@ def test_rgb_and_wrong_channel_count():
 
 
 def test_loss_is_l1_plus_weighted_kl_per_pixel_and_it_trains():
+    torch.manual_seed(0)
     model = Autoencoder(AutoencoderConfig(**F4))
-    x = torch.rand(8, 1, 16, 16, generator=generator(3)) * 2 - 1
+    x = to_model_range(synthetic_images(size=16, count=8).images)
     with torch.no_grad():
         parts = autoencoder_loss(model, x, kl_weight=1e-3, generator=generator(4))
         reconstruction, posterior = model(x, generator(4))
@@ -81,13 +85,13 @@ def test_loss_is_l1_plus_weighted_kl_per_pixel_and_it_trains():
     assert float(parts.loss) == pytest.approx(float(parts.l1 + 1e-3 * parts.kl / 256), rel=1e-6)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
-    for step in range(40):
+    for step in range(25):
         loss = autoencoder_loss(model, x, 1e-6, generator(step)).loss
         first = first or loss.item()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.6 * first  # random pixels: 0.52 -> 0.28 measured
+    assert float(loss) < 0.5 * first
 
 
 def test_resblock_without_embedding_is_the_plain_block():
