@@ -89,12 +89,15 @@ def save_training_state(fabric: Fabric, path: str | Path, state: dict[str, Any],
     fabric.barrier()
 
 
-def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
-    """Rank 0 checks or creates the run directory (a fresh runs/NAME[-k] when none is given); all ranks agree."""
+def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str, resume: bool,
+                    fixed: tuple[str, ...] = FIXED_SECTIONS) -> Path:
+    """Rank 0 checks or creates the run directory (a fresh runs/NAME[-k] when none is given); all ranks agree.
+
+    `fixed` names the config sections a resumed run may not change (any config with to_dict() works)."""
     chosen, problem = None, None
     if fabric.is_global_zero:
         try:
-            chosen = _checked_run_dir(config, run_dir, name, resume)
+            chosen = _checked_run_dir(config, run_dir, name, resume, fixed)
         except DiffkitError as error:
             problem = str(error)
         else:
@@ -109,7 +112,8 @@ def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, 
     return Path(chosen)
 
 
-def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
+def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resume: bool,
+                     fixed: tuple[str, ...]) -> Path:
     if resume:
         directory = Path(run_dir)
         if not (directory / STATE_FILE).is_file() or not (directory / "config.json").is_file():
@@ -119,11 +123,12 @@ def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resu
             saved = json.loads((directory / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise DiffkitError(f"Cannot parse {directory / 'config.json'} ({error}); the run's config is damaged.") from None
-        changed = [f"{section}.{key}" for section in FIXED_SECTIONS for key, value in config.to_dict()[section].items()
+        changed = [f"{section}.{key}" for section in fixed for key, value in config.to_dict()[section].items()
                    if saved[section].get(key) != value]
         if changed:
-            raise DiffkitError(f"Cannot resume {directory} with a different {', '.join(changed)}; only train.* "
-                               "and sample.* may change when resuming.")
+            raise DiffkitError(f"Cannot resume {directory} with a different {', '.join(changed)}; only "
+                               f"{' and '.join(f'{s}.*' for s in config.to_dict() if s not in fixed)} may change "
+                               "when resuming.")
         return directory
     if run_dir is None:
         directory, suffix = Path("runs") / name, 1

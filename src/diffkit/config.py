@@ -101,19 +101,7 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Build and validate a config from a dict of sections; unknown sections or keys are refused."""
-        if not isinstance(data, Mapping):
-            raise DiffkitError(f"A config must be a table of sections, got {type(data).__name__}.")
-        unknown = sorted(set(data) - set(SECTIONS))
-        if unknown:
-            raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], SECTIONS)}; "
-                               f"valid sections are: {', '.join(SECTIONS)}.")
-        sections = {}
-        for name, section_class in SECTIONS.items():
-            values = data.get(name, {})
-            if not isinstance(values, Mapping):
-                raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
-            sections[name] = _build_section(name, section_class, values)
-        config = cls(**sections)
+        config = cls(**build_sections(data, SECTIONS))
         validate(config)
         return config
 
@@ -122,6 +110,23 @@ SECTIONS: dict[str, type] = {
     "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
     "sample": SampleConfig,
 }
+
+
+def build_sections(data: Mapping[str, Any], sections: Mapping[str, type]) -> dict[str, Any]:
+    """Each section of `sections` built from its table in `data` (missing: defaults); unknown names refused."""
+    if not isinstance(data, Mapping):
+        raise DiffkitError(f"A config must be a table of sections, got {type(data).__name__}.")
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], sections)}; "
+                           f"valid sections are: {', '.join(sections)}.")
+    built = {}
+    for name, section_class in sections.items():
+        values = data.get(name, {})
+        if not isinstance(values, Mapping):
+            raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
+        built[name] = _build_section(name, section_class, values)
+    return built
 
 
 def _section_dict(section: Any) -> dict[str, Any]:
@@ -244,7 +249,11 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     """The config with `section.key=value` overrides applied (`data.options.NAME=value` sets an option)."""
-    data = config.to_dict()
+    return Config.from_dict(override_dict(config.to_dict(), overrides, SECTIONS))
+
+
+def override_dict(data: dict[str, Any], overrides: typing.Sequence[str], sections: Mapping[str, type]) -> dict:
+    """A config dict of `sections` with `section.key=value` overrides written into it (values read as TOML)."""
     for override in overrides:
         key, separator, text = override.partition("=")
         parts = key.strip().split(".")
@@ -252,9 +261,9 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
             raise DiffkitError(f"Cannot read the override {override!r}; write it as section.key=value, "
                                "e.g. train.lr=2e-4.")
         section, name = parts[0], parts[1]
-        if section not in SECTIONS:
-            raise DiffkitError(f"Unknown config section {section!r} in {override!r}{_suggest(section, SECTIONS)}; "
-                               f"valid sections are: {', '.join(SECTIONS)}.")
+        if section not in sections:
+            raise DiffkitError(f"Unknown config section {section!r} in {override!r}{_suggest(section, sections)}; "
+                               f"valid sections are: {', '.join(sections)}.")
         value = parse_value(text)
         if section == "data" and name == "options" and len(parts) == 3:
             data["data"]["options"][parts[2]] = value
@@ -262,11 +271,16 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
             data[section][name] = value
         else:
             raise DiffkitError(f"The override key {key!r} is too deep; only data.options.NAME has a third part.")
-    return Config.from_dict(data)
+    return data
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
     """Read a TOML preset or a config.json (a bare name like `glyphs32` means configs/glyphs32.toml)."""
+    return apply_overrides(Config.from_dict(read_config_file(path)), overrides)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML preset or a config.json (a bare name like `glyphs32` means configs/glyphs32.toml)."""
     path = Path(path)
     if not path.exists() and not path.suffix and (Path("configs") / f"{path}.toml").exists():
         path = Path("configs") / f"{path}.toml"
@@ -279,7 +293,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
             data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DiffkitError(f"Cannot parse the config file {path} ({error}); fix its syntax.") from error
-    return apply_overrides(Config.from_dict(data), overrides)
+    return data
 
 
 def save_config(config: Config, path: str | Path) -> Path:

@@ -35,20 +35,21 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 class MetricsLog:
     """Appends one row per logged step to metrics.csv, flushed at once so a crash loses nothing logged."""
 
-    def __init__(self, run_dir: Path, resumed_step: int | None = None):
+    def __init__(self, run_dir: Path, resumed_step: int | None = None, columns: tuple[str, ...] = COLUMNS):
         self.path = run_dir / METRICS_FILE
+        self.columns = columns
         if resumed_step is not None:
             truncate_metrics(self.path, resumed_step)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.handle = self.path.open("a", newline="")
-        self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS)
+        self.writer = csv.DictWriter(self.handle, fieldnames=columns)
         if new:
             self.writer.writeheader()
         self.tensorboard = _tensorboard_writer(run_dir)
 
     def write(self, row: dict[str, float | int | None]) -> None:
         """Append one row (missing columns stay empty) and its scalars to TensorBoard."""
-        self.writer.writerow({key: "" if row.get(key) is None else row[key] for key in COLUMNS})
+        self.writer.writerow({key: "" if row.get(key) is None else row[key] for key in self.columns})
         self.handle.flush()
         if self.tensorboard is not None:
             for key, value in row.items():

@@ -201,21 +201,29 @@ def agree(fabric: Fabric, loss: Tensor, stop: bool) -> tuple[float, bool, bool]:
     return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0
 
 
-def optimizer_step(run: Run, loss: Tensor) -> float:
-    """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
-    for group in run.optimizer.param_groups:
-        group["lr"] = learning_rate(run.step, run.config.train)
-    run.fabric.backward(loss)
+def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor,
+                    lr: float, grad_clip: float | None) -> float:
+    """Backward, clip, optimizer step at `lr`; returns the gradient norm (non-finite: no step is taken)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    fabric.backward(loss)
     # The norm is always measured (max_norm=inf clips nothing): a finite loss can still have inf/NaN gradients
     # (bf16 overflow), and AdamW would write them into the weights and the next checkpoint.
-    max_norm = run.config.train.grad_clip if run.config.train.grad_clip is not None else float("inf")
-    grad_norm = float(run.fabric.clip_gradients(run.model, run.optimizer, max_norm=max_norm,
-                                                error_if_nonfinite=False))
+    max_norm = grad_clip if grad_clip is not None else float("inf")
+    grad_norm = float(fabric.clip_gradients(model, optimizer, max_norm=max_norm, error_if_nonfinite=False))
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def optimizer_step(run: Run, loss: Tensor) -> float:
+    """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
+    train = run.config.train
+    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss, learning_rate(run.step, train),
+                                train.grad_clip)
     if not math.isfinite(grad_norm):
-        run.optimizer.zero_grad(set_to_none=True)
         return grad_norm  # the caller stops the run; the weights were not touched
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
     run.ema.update(run.network)
     run.step += 1
     return grad_norm

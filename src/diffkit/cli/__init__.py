@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffkit.cli import data, edit, evaluate, sample, train, viz
+from diffkit.cli import autoencoder, data, edit, evaluate, sample, train, viz
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = (data, train, sample, edit, evaluate, viz)
+COMMANDS: tuple = (data, train, autoencoder, sample, edit, evaluate, viz)
 
 
 def build_parser() -> argparse.ArgumentParser:
