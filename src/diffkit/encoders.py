@@ -87,8 +87,8 @@ class LatentEncoder:
         channels, height, width = image_shape
         config = self.autoencoder.config
         if channels != config.in_channels:
-            raise DiffkitError(f"The autoencoder was trained on {config.in_channels}-channel images, not {channels}; "
-                               "use an autoencoder trained on this kind of image.")
+            raise DiffkitError(f"The autoencoder was trained on {config.in_channels}-channel images, not "
+                               f"{channels}-channel ones; use an autoencoder trained on this kind of image.")
         check_image_size(config, height, width)
         return (config.latent_channels, height // self.factor, width // self.factor)
 
