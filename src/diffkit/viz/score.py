@@ -62,32 +62,39 @@ def _grid(limit: float, count: int) -> Tensor:
     return torch.stack([xs.flatten(), ys.flatten()], dim=1)
 
 
-def plot_score_fields(denoise: Denoiser, schedule: Schedule, exact, indices: list[int], *, limit: float = 2.5,
-                      arrows: int = 17, title: str = "score of q(x_t): learned vs exact") -> Figure:
+def plot_score_fields(denoise: Denoiser, schedule: Schedule, exact, indices: list[int], *, limit: float = 2.2,
+                      arrows: int = 19, data: Tensor | None = None, generator: torch.Generator | None = None,
+                      title: str = "score of q(x_t): learned vs exact") -> Figure:
     """Two rows of quiver plots: the learned score (top) and the exact one (bottom) at each index in `indices`.
 
-    Both panels of a column share one arrow scale, so lengths compare within a noise level; the learned panel's
-    title gives the median cosine between the two fields on the grid.
+    Arrows show the direction only (unit length; the score's size grows without bound away from the data and
+    would hide the structure near it); the shade gives log10 of the length. With `data`, draws of q(x_t) of
+    those points are shown in grey beneath. The learned panel's title gives the median cosine on the grid.
     """
     if not indices:
         raise DiffkitError("The score figure needs at least one noise level.")
     points = _grid(limit, arrows)
-    figure, panels = plt.subplots(2, len(indices), figsize=(2.8 * len(indices), 5.9), squeeze=False)
+    spacing = 2 * limit / (arrows - 1)
+    figure, panels = plt.subplots(2, len(indices), figsize=(2.9 * len(indices), 6.0), squeeze=False)
     for column, i in enumerate(indices):
         learned, truth = learned_score(denoise, schedule, i, points), exact(schedule, i, points)
-        length = float(torch.cat([learned, truth]).norm(dim=1).max())
         t = int(schedule.timesteps[i])
+        cloud = None if data is None else noised_points(data, schedule, i, generator)
         for row, (field, name) in enumerate(((learned, "learned"), (truth, "exact"))):
             panel = panels[row, column]
-            panel.quiver(points[:, 0].numpy(), points[:, 1].numpy(), field[:, 0].numpy(), field[:, 1].numpy(),
-                         angles="xy", scale_units="xy", scale=length / (2 * limit / arrows) * 1.1, width=0.006,
-                         color="tab:red" if row == 0 else "tab:blue")
+            if cloud is not None:
+                panel.scatter(cloud[:, 0].numpy(), cloud[:, 1].numpy(), s=1, c="0.8", linewidths=0)
+            length = field.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            direction = field / length  # (N, 2) unit vectors
+            panel.quiver(points[:, 0].numpy(), points[:, 1].numpy(), direction[:, 0].numpy(),
+                         direction[:, 1].numpy(), length.log10()[:, 0].numpy(), angles="xy", scale_units="xy",
+                         scale=1 / (0.8 * spacing), width=0.005, cmap="Reds" if row == 0 else "Blues")
             label = f"{name}, t={t}"
             if row == 0:
                 label += f"\nmedian cos {median_cosine(learned, truth):.2f}"
             panel.set_title(label, fontsize=9)
-            panel.set_xlim(-limit * 1.08, limit * 1.08)
-            panel.set_ylim(-limit * 1.08, limit * 1.08)
+            panel.set_xlim(-limit - spacing, limit + spacing)
+            panel.set_ylim(-limit - spacing, limit + spacing)
             panel.set_aspect("equal")
             panel.set_xlabel("x1", fontsize=8)
             panel.set_ylabel("x2", fontsize=8)
