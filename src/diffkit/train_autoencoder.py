@@ -127,6 +127,7 @@ def measure_and_save_scale(run: AutoencoderRun) -> dict[str, float]:
     if limit is not None and limit < images.shape[0]:
         generator = torch.Generator().manual_seed(derive_seed(run.config.train.seed, SCALE_STREAM))
         images = images[torch.randperm(images.shape[0], generator=generator)[:limit].to(images.device)]
+    print(f"diffkit: measuring the latent scale on {images.shape[0]} training images", flush=True)
     run.network.eval()
     measured = measure_latent_scale(run.network, images, batch_size=max(run.config.train.batch_size, 64))
     run.network.train()
