@@ -91,7 +91,7 @@ def test_loss_is_l1_plus_weighted_kl_per_pixel_and_it_trains():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.5 * first
+    assert loss.item() < 0.5 * first
 
 
 def test_resblock_without_embedding_is_the_plain_block():

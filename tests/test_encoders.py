@@ -106,7 +106,7 @@ def test_gaussian_oracle_samplers_pass_unchanged_through_a_latent_encoder(name):
     oracle = rotated_oracle(gaussian_oracle((basis.T @ latent_mean).view(1, 2, 1, 1), variances.sqrt().view(1, 2, 1, 1),
                                             schedule))
     entry = SAMPLERS[name]
-    z = sample(oracle, schedule, (2048, 2, 4, 4), sampler=name, steps=entry.recommended_steps,
+    z = sample(oracle, schedule, (1024, 2, 4, 4), sampler=name, steps=entry.recommended_steps,
                spacing=entry.recommended_spacing, generator=generator(2))
     x = encoder.decode(z)
     assert (x.mean(dim=(0, 2, 3)) - mu.view(2)).abs().max() < 0.02
