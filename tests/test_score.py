@@ -33,7 +33,8 @@ def test_mixture_score_equals_the_gradient_of_the_log_density():
     a, b = 0.8, 0.6
     x = torch.randn(50, 2, generator=generator(2), dtype=torch.float64).requires_grad_(True)
     variance = a**2 * std**2 + b**2
-    components = torch.distributions.MultivariateNormal(a * means.double(), variance * torch.eye(2, dtype=torch.float64))
+    identity = torch.eye(2, dtype=torch.float64)
+    components = torch.distributions.MultivariateNormal(a * means.double(), variance * identity)
     log_density = torch.logsumexp(components.log_prob(x[:, None, :]), dim=1)  # (N,), up to log K
     (gradient,) = torch.autograd.grad(log_density.sum(), x)
     torch.testing.assert_close(mixture_score(x.detach(), means, std, a, b), gradient)

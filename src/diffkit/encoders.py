@@ -150,7 +150,8 @@ def load_latent_encoder(directory: str | Path, *, image_size: int | None = None,
                            f"{channels}-channel ones; train an autoencoder on these images.")
     if image_size is not None and image_size != config.data.size:
         raise DiffkitError(f"The autoencoder in {directory} was trained on {config.data.size} px images, not "
-                           f"{image_size} px; train an autoencoder at {image_size} px or use {config.data.size} px data.")
+                           f"{image_size} px; train an autoencoder at {image_size} px or use "
+                           f"{config.data.size} px data.")
     if image_size is not None:
         check_image_size(model, image_size, image_size)
     checksum = file_digest(directory / WEIGHTS_FILE)
