@@ -40,7 +40,7 @@ demo: $(VENV)/.demo-installed
 		echo "Resuming $(DEMO_RUN) for $(DEMO_MINUTES) more minutes"; \
 		$(DIFFKIT) train --resume $(DEMO_RUN) --max-minutes $(DEMO_MINUTES); \
 	else \
-		$(DIFFKIT) train --config configs/glyphs32.toml --run-dir $(DEMO_RUN) --max-minutes $(DEMO_MINUTES) $(DEMO_OVERRIDES); \
+		$(DIFFKIT) train --config glyphs32 --run-dir $(DEMO_RUN) --max-minutes $(DEMO_MINUTES) $(DEMO_OVERRIDES); \
 	fi
 	$(DIFFKIT) sample $(DEMO_RUN) --sampler dpmpp_2m --steps 20 --n 64 --seed 0 --out $(DEMO_RUN)/grid.png
 	$(DIFFKIT) viz trajectory $(DEMO_RUN) --sampler dpmpp_2m --steps 20 --samples 4 \

@@ -8,7 +8,7 @@ from torch.distributions import Normal, kl_divergence
 
 from diffkit.errors import DiffkitError
 from diffkit.images import to_model_range
-from diffkit.train_data import synthetic_images
+from diffkit.data.synthetic import synthetic_images
 from diffkit.nn.autoencoder import Autoencoder, AutoencoderConfig, DiagonalGaussian, autoencoder_loss
 from diffkit.nn.layers import ResBlock
 

@@ -19,7 +19,7 @@ from diffkit.nn.autoencoder import Autoencoder, AutoencoderConfig, DiagonalGauss
 from diffkit.oracle import gaussian_oracle
 from diffkit.sampling import SAMPLERS, sample
 from diffkit.schedule import cosine
-from diffkit.train_data import synthetic_images
+from diffkit.data.synthetic import synthetic_images
 
 from tiny_run import one_thread
 

@@ -7,7 +7,7 @@ import torch
 from diffkit.oracle import gaussian_oracle
 from diffkit.process import score, signal_noise
 from diffkit.schedule import linear
-from diffkit.viz import save_figure, toy_points, train_toy
+from diffkit.viz import toy_points, train_toy
 from diffkit.viz.score import (agreement_by_level, exact_score, learned_score, median_cosine, mixture_score,
                                noised_points, plot_score_fields, score_levels)
 from diffkit.viz.toy import gaussian_mixture_components

@@ -7,14 +7,15 @@ value ranges are the autoencoder's own. The resolved config is the run's config.
 from __future__ import annotations
 
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from diffkit.config import (LR_SCHEDULES, DataConfig, _check_choice, _section_dict, build_sections, override_dict,
-                            read_config_file)
-from diffkit.errors import DiffkitError
+                            read_config_file, training_rules)
+from diffkit.errors import Rule, check_rules
 from diffkit.nn.autoencoder import AutoencoderConfig
 
 FIXED_SECTIONS = ("model", "data")  # what a resumed autoencoder run may not change
@@ -44,6 +45,18 @@ class AutoencoderTrainConfig:
     log_every: int = 10
     scale_images: int | None = None  # training images the latent scale is measured on; None: all
 
+    def __post_init__(self) -> None:
+        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_rules(self._rules())
+
+    def _rules(self) -> list[Rule]:
+        """The table of checks: the trainers' shared ones (config.training_rules) and the autoencoder's own."""
+        scale = self.scale_images
+        return [*training_rules(self),
+                ("train.kl_weight", self.kl_weight, 0 <= self.kl_weight < math.inf, "at least 0 and finite"),
+                ("train.grid_images", self.grid_images, self.grid_images >= 1, "at least 1"),
+                ("train.scale_images", scale, scale is None or scale >= 2, "at least 2 or none")]
+
 
 SECTIONS: dict[str, type] = {"model": AutoencoderConfig, "data": DataConfig, "train": AutoencoderTrainConfig}
 
@@ -63,36 +76,7 @@ class AutoencoderRunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AutoencoderRunConfig:
         """Build and validate from a dict of sections; unknown sections or keys are refused by name."""
-        config = cls(**build_sections(data, SECTIONS))
-        validate(config)
-        return config
-
-
-def validate(config: AutoencoderRunConfig) -> None:
-    """Refuse values no run could use, naming the key and the valid range."""
-    _check_choice("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES)
-    train = config.train
-    checks = [
-        ("data.size", config.data.size, config.data.size is None or config.data.size >= 4, "at least 4 or none"),
-        ("train.batch_size", train.batch_size, train.batch_size >= 1, "at least 1"),
-        ("train.lr", train.lr, train.lr > 0, "positive"),
-        ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, "at least 0"),
-        ("train.min_lr_ratio", train.min_lr_ratio, 0 <= train.min_lr_ratio <= 1, "in [0, 1]"),
-        ("train.kl_weight", train.kl_weight, train.kl_weight >= 0, "at least 0"),
-        ("train.grad_clip", train.grad_clip, train.grad_clip is None or train.grad_clip > 0, "positive or none"),
-        ("train.max_steps", train.max_steps, train.max_steps is None or train.max_steps >= 1, "at least 1 or none"),
-        ("train.max_minutes", train.max_minutes, train.max_minutes is None or train.max_minutes > 0,
-         "positive or none"),
-        ("train.checkpoint_every", train.checkpoint_every, train.checkpoint_every >= 1, "at least 1"),
-        ("train.sample_every", train.sample_every, train.sample_every >= 0, "at least 0 (0: never)"),
-        ("train.grid_images", train.grid_images, train.grid_images >= 1, "at least 1"),
-        ("train.log_every", train.log_every, train.log_every >= 1, "at least 1"),
-        ("train.scale_images", train.scale_images, train.scale_images is None or train.scale_images >= 2,
-         "at least 2 or none"),
-    ]
-    for key, value, ok, requirement in checks:
-        if not ok:
-            raise DiffkitError(f"Config value {key}={value!r} is out of range: it must be {requirement}.")
+        return cls(**build_sections(data, SECTIONS))
 
 
 def apply_autoencoder_overrides(config: AutoencoderRunConfig, overrides: typing.Sequence[str]) -> AutoencoderRunConfig:
@@ -101,5 +85,5 @@ def apply_autoencoder_overrides(config: AutoencoderRunConfig, overrides: typing.
 
 
 def load_autoencoder_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> AutoencoderRunConfig:
-    """Read an autoencoder preset (TOML, or a bare name in configs/) or a run's config.json, with overrides."""
+    """Read an autoencoder preset (a TOML file or a shipped preset's name) or a run's config.json, with overrides."""
     return apply_autoencoder_overrides(AutoencoderRunConfig.from_dict(read_config_file(path)), overrides)

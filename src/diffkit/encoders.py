@@ -25,8 +25,7 @@ from torch import Tensor
 from diffkit.autoencoder_config import AutoencoderRunConfig
 from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, weight_differences
 from diffkit.errors import DiffkitError
-from diffkit.evaluate.classifier import file_digest
-from diffkit.files import atomic_path
+from diffkit.files import atomic_path, file_digest, write_json
 from diffkit.images import to_model_range
 from diffkit.nn.autoencoder import Autoencoder, check_image_size
 
@@ -122,9 +121,7 @@ def save_latent_scale(directory: str | Path, measured: dict[str, float]) -> Path
     """Write latent_scale.json (the measurement and the SHA-256 of the weights it belongs to) atomically."""
     directory = Path(directory)
     record = {**measured, "weights_sha256": file_digest(directory / WEIGHTS_FILE)}
-    with atomic_path(directory / SCALE_FILE) as temporary:
-        temporary.write_text(json.dumps(record, indent=2) + "\n")
-    return directory / SCALE_FILE
+    return write_json(directory / SCALE_FILE, record)
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffkit.cli import autoencoder, data, edit, evaluate, sample, train, viz
+from diffkit.threads import configure_threads, prepare_environment
+
+prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
+
+from diffkit import progress  # noqa: E402
+from diffkit.cli import autoencoder, data, edit, evaluate, grid, sample, train, viz  # noqa: E402
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = (data, train, autoencoder, sample, edit, evaluate, viz)
+COMMANDS: tuple = (data, train, autoencoder, sample, grid, edit, evaluate, viz)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    progress.set_quiet(getattr(args, "quiet", False))
     try:
+        configure_threads()
         result = args.func(args)
     except DiffkitError as error:
         print(f"diffkit: error: {error}", file=sys.stderr)

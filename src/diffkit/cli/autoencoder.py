@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import argparse
 
-from diffkit.cli.train import add_run_arguments, start_or_resume
+from diffkit.cli.train import add_run_arguments, checked_config, start_or_resume
 
-EXAMPLE = "configs/glyphs128-ae.toml"
+EXAMPLE = "glyphs128-ae"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `diffkit train-autoencoder`."""
     parser = subparsers.add_parser(
         "train-autoencoder", help="train the KL autoencoder of a latent diffusion model (or continue one)",
-        description="Train a KL autoencoder from a preset (configs/glyphs128-ae.toml) with dotted overrides; writes "
-                    "runs/NAME/ with config.json, model.safetensors, state.ckpt, metrics.csv, samples/ (originals "
-                    "beside reconstructions) and, once training finishes, latent_scale.json. Ctrl-C or SIGTERM "
-                    "saves and exits; --resume continues exactly.",
+        description="Train a KL autoencoder from a preset (e.g. glyphs128-ae) or a TOML file with dotted overrides; "
+                    "writes runs/NAME/ with config.json, model.safetensors, state.ckpt, metrics.csv, samples/ "
+                    "(originals beside reconstructions) and, once training finishes, latent_scale.json. Ctrl-C or "
+                    "SIGTERM saves and exits; --resume continues exactly. One process at a time trains in a run "
+                    "directory.",
     )
     add_run_arguments(parser, EXAMPLE)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Resolve the config, then train (one process)."""
+    """Check the flags and the run directory, resolve the config, then train (one process)."""
     from diffkit.autoencoder_config import load_autoencoder_config
-    from diffkit.train import Launch
+
+    config = checked_config(args, load_autoencoder_config, EXAMPLE)
+    from diffkit.train import Launch  # Lightning is slow to import: only once the checks above pass
     from diffkit.train_autoencoder import train_autoencoder
 
-    return start_or_resume(args, load_autoencoder_config, train_autoencoder, Launch(accelerator=args.accelerator),
-                           EXAMPLE)
+    return start_or_resume(args, config, train_autoencoder, Launch(accelerator=args.accelerator))

@@ -22,6 +22,7 @@ from diffkit.errors import DiffkitError
 from diffkit.loss import diffusion_loss
 from diffkit.nn.layers import timestep_embedding
 from diffkit.process import Denoiser, q_sample
+from diffkit.progress import progress
 from diffkit.sampling import Step, sample_steps
 from diffkit.schedule import Schedule
 from diffkit.viz.figures import plt
@@ -148,7 +149,7 @@ def train_toy(points: Tensor, schedule: Schedule, *, iterations: int = 4000, bat
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
     losses = []
     with single_thread():
-        for _ in range(iterations):
+        for _ in progress(range(iterations), description="training the toy model", unit="step"):
             losses.append(_train_step(model, optimizer, schedule, points, batch_size, generator))
             decay.step()
     return model.eval(), losses
