@@ -32,8 +32,10 @@ def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
-    """Read a training state on the CPU without executing code from it (weights_only=True)."""
+def load_state(path: str | Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
+    """Read a training state on the CPU without executing code from it (weights_only=True).
+
+    `required` are the keys it must hold (an autoencoder run's state has no "ema")."""
     path = Path(path)
     if not path.is_file():
         raise DiffkitError(f"{path} does not exist; resume a run directory that holds a {STATE_FILE}.")
@@ -45,7 +47,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise
     except Exception:  # an untrusted file: torch's many-line weights_only text would only confuse here
         state = None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or not set(REQUIRED) <= set(state):
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or not set(required) <= set(state):
         raise DiffkitError(f"{path} is not a diffkit checkpoint (format {FORMAT_VERSION}): it is damaged or was "
                            "written by another program; resume another run or start this one afresh.")
     return state

@@ -90,24 +90,30 @@ class TrainConfig:
 
     def _rules(self) -> list[Rule]:
         """The table of checks (every section validates itself this way, see errors.check_rules)."""
-        clip, minutes, decay, steps = self.grad_clip, self.max_minutes, self.decay_steps, self.max_steps
-        return [
-            ("train.batch_size", self.batch_size, self.batch_size >= 1, "at least 1"),
-            ("train.lr", self.lr, 0 < self.lr < math.inf, "a positive finite number"),
-            ("train.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "at least 0"),
-            ("train.decay_steps", decay, decay is None or decay >= 1, "at least 1 or none"),
-            ("train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
-            ("train.weight_decay", self.weight_decay, 0 <= self.weight_decay < math.inf, "at least 0 and finite"),
-            ("train.adam_beta2", self.adam_beta2, 0 <= self.adam_beta2 < 1, "in [0, 1)"),
-            ("train.grad_clip", clip, clip is None or 0 < clip < math.inf, "positive and finite, or none"),
-            ("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1)"),
-            ("train.p_uncond", self.p_uncond, 0 <= self.p_uncond <= 1, "in [0, 1]"),
-            ("train.max_steps", steps, steps is None or steps >= 1, "at least 1 or none"),
-            ("train.max_minutes", minutes, minutes is None or 0 < minutes < math.inf, "positive and finite, or none"),
-            ("train.checkpoint_every", self.checkpoint_every, self.checkpoint_every >= 1, "at least 1"),
-            ("train.sample_every", self.sample_every, self.sample_every >= 0, "at least 0 (0: never)"),
-            ("train.log_every", self.log_every, self.log_every >= 1, "at least 1"),
-        ]
+        return [*training_rules(self),
+                ("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1)"),
+                ("train.p_uncond", self.p_uncond, 0 <= self.p_uncond <= 1, "in [0, 1]")]
+
+
+def training_rules(train: Any) -> list[Rule]:
+    """The checks of the optimisation, budget and interval keys every trainer's [train] section has (the diffusion
+    model's TrainConfig and the autoencoder's)."""
+    clip, minutes, decay, steps = train.grad_clip, train.max_minutes, train.decay_steps, train.max_steps
+    return [
+        ("train.batch_size", train.batch_size, train.batch_size >= 1, "at least 1"),
+        ("train.lr", train.lr, 0 < train.lr < math.inf, "a positive finite number"),
+        ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, "at least 0"),
+        ("train.decay_steps", decay, decay is None or decay >= 1, "at least 1 or none"),
+        ("train.min_lr_ratio", train.min_lr_ratio, 0 <= train.min_lr_ratio <= 1, "in [0, 1]"),
+        ("train.weight_decay", train.weight_decay, 0 <= train.weight_decay < math.inf, "at least 0 and finite"),
+        ("train.adam_beta2", train.adam_beta2, 0 <= train.adam_beta2 < 1, "in [0, 1)"),
+        ("train.grad_clip", clip, clip is None or 0 < clip < math.inf, "positive and finite, or none"),
+        ("train.max_steps", steps, steps is None or steps >= 1, "at least 1 or none"),
+        ("train.max_minutes", minutes, minutes is None or 0 < minutes < math.inf, "positive and finite, or none"),
+        ("train.checkpoint_every", train.checkpoint_every, train.checkpoint_every >= 1, "at least 1"),
+        ("train.sample_every", train.sample_every, train.sample_every >= 0, "at least 0 (0: never)"),
+        ("train.log_every", train.log_every, train.log_every >= 1, "at least 1"),
+    ]
 
 
 @dataclass(frozen=True)
@@ -151,25 +157,30 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Build and validate a config from a dict of sections; unknown sections or keys are refused."""
-        if not isinstance(data, Mapping):
-            raise DiffkitError(f"A config must be a table of sections, got {type(data).__name__}.")
-        unknown = sorted(set(data) - set(SECTIONS))
-        if unknown:
-            raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], SECTIONS)}; "
-                               f"valid sections are: {', '.join(SECTIONS)}.")
-        sections = {}
-        for name, section_class in SECTIONS.items():
-            values = data.get(name, {})
-            if not isinstance(values, Mapping):
-                raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
-            sections[name] = _build_section(name, section_class, values)
-        return cls(**sections)
+        return cls(**build_sections(data, SECTIONS))
 
 
 SECTIONS: dict[str, type] = {
     "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
     "sample": SampleConfig,
 }
+
+
+def build_sections(data: Mapping[str, Any], sections: Mapping[str, type]) -> dict[str, Any]:
+    """Each section of `sections` built from its table in `data` (missing: defaults); unknown names refused."""
+    if not isinstance(data, Mapping):
+        raise DiffkitError(f"A config must be a table of sections, got {type(data).__name__}.")
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], sections)}; "
+                           f"valid sections are: {', '.join(sections)}.")
+    built = {}
+    for name, section_class in sections.items():
+        values = data.get(name, {})
+        if not isinstance(values, Mapping):
+            raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
+        built[name] = _build_section(name, section_class, values)
+    return built
 
 
 def _section_dict(section: Any) -> dict[str, Any]:
@@ -254,7 +265,11 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     """The config with `section.key=value` overrides applied (`data.options.NAME=value` sets an option)."""
-    data = config.to_dict()
+    return Config.from_dict(override_dict(config.to_dict(), overrides, SECTIONS))
+
+
+def override_dict(data: dict[str, Any], overrides: typing.Sequence[str], sections: Mapping[str, type]) -> dict:
+    """A config dict of `sections` with `section.key=value` overrides written into it (values read as TOML)."""
     for override in overrides:
         key, separator, text = override.partition("=")
         parts = key.strip().split(".")
@@ -262,9 +277,9 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
             raise DiffkitError(f"Cannot read the override {override!r}; write it as section.key=value, "
                                "e.g. train.lr=2e-4.")
         section, name = parts[0], parts[1]
-        if section not in SECTIONS:
-            raise DiffkitError(f"Unknown config section {section!r} in {override!r}{_suggest(section, SECTIONS)}; "
-                               f"valid sections are: {', '.join(SECTIONS)}.")
+        if section not in sections:
+            raise DiffkitError(f"Unknown config section {section!r} in {override!r}{_suggest(section, sections)}; "
+                               f"valid sections are: {', '.join(sections)}.")
         value = parse_value(text)
         if section == "data" and name == "options" and len(parts) == 3:
             data["data"]["options"][parts[2]] = value
@@ -272,7 +287,7 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
             data[section][name] = value
         else:
             raise DiffkitError(f"The override key {key!r} is too deep; only data.options.NAME has a third part.")
-    return Config.from_dict(data)
+    return data
 
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # shipped inside the package (pyproject package-data)
@@ -297,6 +312,11 @@ def find_config(path: str | Path) -> Path:
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
     """Read a TOML preset or a config.json; a bare name like `glyphs32` is a preset shipped with diffkit."""
+    return apply_overrides(Config.from_dict(read_config_file(path)), overrides)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML preset or a config.json (a bare name is a preset shipped with diffkit)."""
     path = find_config(path)
     try:
         if path.suffix == ".json":
@@ -305,7 +325,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
             data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DiffkitError(f"Cannot parse the config file {path} ({error}); fix its syntax.") from error
-    return apply_overrides(Config.from_dict(data), overrides)
+    return data
 
 
 def save_config(config: Config, path: str | Path) -> Path:

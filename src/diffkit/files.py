@@ -6,6 +6,7 @@ where the previous good one was (DESIGN.md "Bad input"). Every writer goes throu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -66,3 +67,9 @@ def write_json(path: str | Path, record: object) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (hashlib's streaming reader)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()

@@ -41,6 +41,12 @@ def progress(items: Iterable[Item], *, total: int | None = None, description: st
         bar.close()
 
 
+def step_bar(total: int | None, initial: int, *, shown: bool = True) -> tqdm:
+    """A bar over training steps (updated by hand), on a terminal's stderr only, unless `shown` is False or quiet."""
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=stream(),
+                disable=not shown or _quiet or not stream().isatty())
+
+
 def run_steps(steps: Iterable[Step], *, total: int | None = None, description: str = "sampling",
               keep_all: bool = False) -> list[Step]:
     """Exhaust a sampler's steps behind a progress bar: every Step (keep_all, for animations) or just the last."""

@@ -103,21 +103,23 @@ def check_resumable(directory: str | Path) -> Path:
     return directory
 
 
-def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str,
-                    resume: bool) -> tuple[Path, RunLock | None]:
+def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str, resume: bool,
+                    fixed: tuple[str, ...] = FIXED_SECTIONS) -> tuple[Path, RunLock | None]:
     """Rank 0 picks or checks the directory and locks it (all ranks agree on it); returns it and rank 0's lock.
 
     A fresh run writes config.json at once; a resumed run's config.json changes only with its next checkpoint.
+    `fixed` names the sections a resumed run may not change (any config with to_dict() works, e.g. an
+    autoencoder run's).
     """
     from diffkit.config import save_config
 
     chosen, problem, lock = None, None, None
     if fabric.is_global_zero:
         try:
-            chosen = choose_run_dir(config.to_dict(), run_dir, name, resume)
+            chosen = choose_run_dir(config.to_dict(), run_dir, name, resume, fixed)
             lock = RunLock(chosen).acquire()
             if not resume:  # checked again under the lock: another process may have started here meanwhile
-                chosen = choose_run_dir(config.to_dict(), chosen, name, resume)
+                chosen = choose_run_dir(config.to_dict(), chosen, name, resume, fixed)
         except DiffkitError as error:
             problem = str(error)
             if lock is not None:
@@ -133,10 +135,11 @@ def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, 
     return Path(chosen), lock
 
 
-def choose_run_dir(config_dict: dict, run_dir: str | Path | None, name: str, resume: bool) -> Path:
+def choose_run_dir(config_dict: dict, run_dir: str | Path | None, name: str, resume: bool,
+                   fixed: tuple[str, ...] = FIXED_SECTIONS) -> Path:
     """The directory for a resumed run (checked), a named new one (must not hold a run) or a fresh runs/NAME[-k]."""
     if resume:
-        return _checked_resume(config_dict, check_resumable(run_dir))
+        return _checked_resume(config_dict, check_resumable(run_dir), fixed)
     if run_dir is None:
         directory, suffix = Path("runs") / name, 1
         while (directory / STATE_FILE).exists() or (directory / CONFIG_FILE).exists():
@@ -150,17 +153,18 @@ def choose_run_dir(config_dict: dict, run_dir: str | Path | None, name: str, res
     return directory
 
 
-def _checked_resume(config_dict: dict, directory: Path) -> Path:
-    """Refuse to resume with other model/diffusion/data settings than the run's config.json."""
+def _checked_resume(config_dict: dict, directory: Path, fixed: tuple[str, ...]) -> Path:
+    """Refuse to resume with other settings of the `fixed` sections than the run's config.json."""
     try:
         saved = json.loads((directory / CONFIG_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DiffkitError(f"Cannot parse {directory / CONFIG_FILE} ({error}); the run's config is damaged.") from None
-    changed = [f"{section}.{key}" for section in FIXED_SECTIONS for key, value in config_dict[section].items()
+    changed = [f"{section}.{key}" for section in fixed for key, value in config_dict[section].items()
                if saved.get(section, {}).get(key) != value]
     if changed:
-        raise DiffkitError(f"Cannot resume {directory} with a different {', '.join(changed)}; only train.* "
-                           "and sample.* may change when resuming.")
+        free = " and ".join(f"{section}.*" for section in config_dict if section not in fixed)
+        raise DiffkitError(f"Cannot resume {directory} with a different {', '.join(changed)}; only {free} "
+                           "may change when resuming.")
     return directory
 
 

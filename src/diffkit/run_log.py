@@ -19,9 +19,9 @@ METRICS_FILE = "metrics.csv"
 COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "ema_decay", "images_per_second", "elapsed_minutes")
 
 
-def _readable(row: list[str]) -> bool:
-    """A row of COLUMNS numbers (empty cells allowed, step an integer)."""
-    if len(row) != len(COLUMNS) or not row[0].isdigit():
+def _readable(row: list[str], columns: tuple[str, ...] = COLUMNS) -> bool:
+    """A row of `columns` numbers (empty cells allowed, step an integer)."""
+    if len(row) != len(columns) or not row[0].isdigit():
         return False
     try:
         [float(cell) for cell in row if cell != ""]
@@ -30,7 +30,7 @@ def _readable(row: list[str]) -> bool:
     return True
 
 
-def truncate_metrics(path: Path, last_step: int) -> str | None:
+def truncate_metrics(path: Path, last_step: int, columns: tuple[str, ...] = COLUMNS) -> str | None:
     """Keep the rows with step <= last_step (the state a checkpoint was taken in), once per step, in step order.
 
     Lines that are not metrics rows (a torn line, a second header, junk) are moved to `metrics.csv.unreadable`;
@@ -40,11 +40,11 @@ def truncate_metrics(path: Path, last_step: int) -> str | None:
         return None
     with path.open(newline="") as handle:
         lines = list(csv.reader(handle))
-    body = lines[1:] if lines and tuple(lines[0]) == COLUMNS else lines
-    unreadable = [row for row in body if row and not _readable(row)]
-    by_step = {int(row[0]): row for row in body if row and _readable(row) and int(row[0]) <= last_step}
+    body = lines[1:] if lines and tuple(lines[0]) == columns else lines
+    unreadable = [row for row in body if row and not _readable(row, columns)]
+    by_step = {int(row[0]): row for row in body if row and _readable(row, columns) and int(row[0]) <= last_step}
     with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
-        csv.writer(handle).writerows([list(COLUMNS), *(by_step[step] for step in sorted(by_step))])
+        csv.writer(handle).writerows([list(columns), *(by_step[step] for step in sorted(by_step))])
     if not unreadable:
         return None
     aside = path.with_name(path.name + ".unreadable")
@@ -62,16 +62,18 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 class MetricsLog:
     """Collects one row per logged step; `commit()` appends them to metrics.csv (and TensorBoard) at a checkpoint."""
 
-    def __init__(self, run_dir: Path, checkpoint_step: int = 0, state_rows: list[dict] = ()):
+    def __init__(self, run_dir: Path, checkpoint_step: int = 0, state_rows: list[dict] = (),
+                 columns: tuple[str, ...] = COLUMNS):
         """Open the log of a run whose checkpoint is at `checkpoint_step`; `state_rows` are the rows that
-        checkpoint carries, appended if a kill came between writing it and appending them."""
-        self.path = run_dir / METRICS_FILE
-        warning = truncate_metrics(self.path, checkpoint_step)
+        checkpoint carries, appended if a kill came between writing it and appending them. `columns` are the
+        diffusion trainer's unless another trainer (the autoencoder's) logs other numbers."""
+        self.path, self.columns = run_dir / METRICS_FILE, columns
+        warning = truncate_metrics(self.path, checkpoint_step, columns)
         if warning:
             print(f"diffkit: warning: {warning}", file=sys.stderr, flush=True)
         if not self.path.exists():
             with atomic_path(self.path) as temporary, temporary.open("w", newline="") as handle:
-                csv.writer(handle).writerow(COLUMNS)
+                csv.writer(handle).writerow(columns)
         self.tensorboard = _tensorboard_writer(run_dir)
         logged = {int(row["step"]) for row in read_metrics(self.path)}
         self.pending: list[dict[str, float | int | None]] = [row for row in state_rows if row["step"] not in logged]
@@ -85,8 +87,8 @@ class MetricsLog:
     def commit(self) -> None:
         """Append the held rows to metrics.csv (flushed) and their scalars to TensorBoard."""
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writerows({key: "" if row.get(key) is None else row[key] for key in COLUMNS}
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
+            writer.writerows({key: "" if row.get(key) is None else row[key] for key in self.columns}
                              for row in self.pending)
         if self.tensorboard is not None:
             for row in self.pending:

@@ -1,4 +1,4 @@
-"""Independent random streams derived from one seed: data order, loss noise, torch RNG, sample grids, synthetic data.
+"""Independent random streams from one seed: data order, loss noise, torch RNG, sample grids, synthetic data, ...
 
 Every consumer of randomness asks `derive_seed(seed, STREAM, ...)` for its own seed, so no two streams overlap by
 accident and adding a stream never shifts another's numbers.
@@ -10,6 +10,7 @@ import numpy as np
 
 # The streams; their numbers are part of every saved run's arithmetic, so never renumber them.
 DATA_STREAM, NOISE_STREAM, TORCH_STREAM, SAMPLE_STREAM, SYNTHETIC_STREAM = range(5)
+GRID_STREAM, SCALE_STREAM = 5, 6  # the autoencoder's reconstruction grids and its latent-scale subset
 
 
 def derive_seed(*parts: int) -> int:

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from lightning.fabric import Fabric
@@ -30,6 +31,7 @@ from diffkit.images import save_grid
 from diffkit.loss import diffusion_loss
 from diffkit.nn.unet import UNet
 from diffkit.optimizer import learning_rate, make_optimizer
+from diffkit.progress import step_bar
 from diffkit.run_directory import CONFIG_FILE, SAMPLES_DIR, STATE_FILE, prepare_run_dir
 from diffkit.run_log import MetricsLog
 from diffkit.schedule import Schedule
@@ -90,14 +92,20 @@ def make_fabric(config: Config, launch: Launch) -> Fabric:
                            f"num_nodes={launch.num_nodes} ({error}); change those flags.") from error
 
 
-def resolve_config(config: Config, dataset: TrainingImages) -> Config:
-    """The config with data.size filled in from the dataset, after checking the model fits the data."""
+def checked_image_size(config, dataset: TrainingImages) -> int:
+    """The dataset's image size, after checking model.in_channels and data.size of any trainer's config agree."""
     channels, size = int(dataset.images.shape[1]), int(dataset.images.shape[2])
     if config.model.in_channels != channels:
         raise DiffkitError(f"The dataset has {channels}-channel images but model.in_channels="
                            f"{config.model.in_channels}; set model.in_channels={channels}.")
     if config.data.size not in (None, size):
         raise DiffkitError(f"The dataset's images are {size} px but data.size={config.data.size}.")
+    return size
+
+
+def resolve_config(config: Config, dataset: TrainingImages) -> Config:
+    """The config with data.size filled in from the dataset, after checking the model fits the data."""
+    size = checked_image_size(config, dataset)
     classes = config.model.num_classes
     if classes and dataset.num_classes != classes:
         raise DiffkitError(f"model.num_classes={classes} but the dataset has {dataset.num_classes} classes; "
@@ -167,7 +175,13 @@ def _check_same_model(run: Run, state: dict) -> None:
 
 
 def checkpoint(run: Run) -> None:
-    """Write state.ckpt, then model.safetensors (EMA), config.json and the logged rows; every process calls this.
+    """Write state.ckpt (with EMA), then model.safetensors (the EMA weights), config.json and the logged rows."""
+    write_checkpoint(run, run.ema.module, ema=run.ema.state_dict())
+
+
+def write_checkpoint(run, weights: torch.nn.Module, **extra_state) -> None:
+    """Write state.ckpt, then `weights` as model.safetensors, config.json and the logged rows; every process calls
+    this. `run` is any trainer's run (a `Run` or the autoencoder's); `extra_state` joins the saved state.
 
     The order keeps every file at or behind state.ckpt: if a write fails (a full disk), the files already
     written describe the new checkpoint and the rest still describe the previous one.
@@ -175,7 +189,7 @@ def checkpoint(run: Run) -> None:
     state = {
         "config": run.config.to_dict(), "step": run.step, "epoch": run.batches.position(run.step)[0],
         "dataset_length": run.batches.count, "elapsed_seconds": run.elapsed_seconds,
-        "model": run.network.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "model": run.network.state_dict(), "optimizer": run.optimizer.state_dict(), **extra_state,
         # The rows metrics.csv gets next: a process killed before appending them loses none (resume adds them).
         "log_rows": list(run.log.pending) if run.log is not None else [],
     }
@@ -184,9 +198,9 @@ def checkpoint(run: Run) -> None:
         save_training_state(run.fabric, path, state, run.noise)
         if run.fabric.is_global_zero:
             path = run.run_dir / WEIGHTS_FILE
-            save_weights(run.ema.module, path)
+            save_weights(weights, path)
             path = run.run_dir / CONFIG_FILE
-            save_config(run.config, path)  # a resumed run's new train.* / sample.* values, now held by a checkpoint
+            save_config(run.config, path)  # a resumed run's new train.* values, now held by a checkpoint
             path = run.log.path
             run.log.commit()
     except OSError as error:
@@ -226,21 +240,29 @@ def agree(fabric: Fabric, loss: Tensor, stop: bool) -> tuple[float, bool, bool]:
     return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0
 
 
-def optimizer_step(run: Run, loss: Tensor) -> float:
-    """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
-    for group in run.optimizer.param_groups:
-        group["lr"] = learning_rate(run.step, run.config.train)
-    run.fabric.backward(loss)
+def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor,
+                    lr: float, grad_clip: float | None) -> float:
+    """Backward, clip, optimizer step at `lr`; returns the gradient norm (non-finite: no step is taken)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    fabric.backward(loss)
     # The norm is always measured (max_norm=inf clips nothing): a finite loss can still have inf/NaN gradients
     # (bf16 overflow), and AdamW would write them into the weights and the next checkpoint.
-    max_norm = run.config.train.grad_clip if run.config.train.grad_clip is not None else float("inf")
-    grad_norm = float(run.fabric.clip_gradients(run.model, run.optimizer, max_norm=max_norm,
-                                                error_if_nonfinite=False))
+    max_norm = grad_clip if grad_clip is not None else float("inf")
+    grad_norm = float(fabric.clip_gradients(model, optimizer, max_norm=max_norm, error_if_nonfinite=False))
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def optimizer_step(run: Run, loss: Tensor) -> float:
+    """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
+    train = run.config.train
+    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss, learning_rate(run.step, train),
+                                train.grad_clip)
     if not math.isfinite(grad_norm):
-        run.optimizer.zero_grad(set_to_none=True)
         return grad_norm  # the caller stops the run; the weights were not touched
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
     run.ema.update(run.network)
     run.step += 1
     return grad_norm
@@ -258,14 +280,14 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
     fabric = make_fabric(config, launch)
     fabric.launch()
     if dataset is None:
-        dataset = _load_in_rank_order(fabric, config)
+        dataset = load_in_rank_order(fabric, config)
     config = resolve_config(config, dataset)
     run_dir, lock = prepare_run_dir(fabric, config, run_dir, name, resume)
     try:
         run, state_rows = setup_run(fabric, config, dataset, run_dir, resume)
         run.quiet = quiet
         if resume:
-            _check_steps_left(run)
+            check_steps_left(run)
         if fabric.is_global_zero:
             if resume:  # a damaged bundle is rewritten from the state it was made from
                 _write_or_explain(run, lambda: save_weights(run.ema.module, run_dir / WEIGHTS_FILE), WEIGHTS_FILE)
@@ -278,7 +300,7 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
             lock.release()
 
 
-def _check_steps_left(run: Run) -> None:
+def check_steps_left(run: Run) -> None:
     """A resumed run that is already at train.max_steps would train nothing: say so instead."""
     max_steps = run.config.train.max_steps
     if max_steps is not None and run.step >= max_steps:
@@ -307,46 +329,56 @@ def summary(run: Run, preset: str, resumed: bool) -> str:
             f"diffkit: run directory {run.run_dir} (full config in {run.run_dir / CONFIG_FILE})")
 
 
-def _load_in_rank_order(fabric: Fabric, config: Config) -> TrainingImages:
+def load_in_rank_order(fabric: Fabric, config: Config) -> TrainingImages:
     """Rank 0 loads (and caches) the dataset first, then the others read the cache."""
     dataset = load_training_images(config.data) if fabric.is_global_zero else None
     fabric.barrier()
     return dataset if dataset is not None else load_training_images(config.data)
 
 
-def training_loop(run: Run, stop: StopRequest) -> TrainResult:
-    """Step until max_steps, max_minutes or a signal; checkpoint, sample and log on the way and at the end."""
+@dataclass(frozen=True)
+class LoopParts:
+    """What one kind of training plugs into `training_loop` (the diffusion model's: `DIFFUSION_PARTS`)."""
+
+    loss: Callable  # run -> (loss tensor, this process's extra numbers for the log row: a tuple of floats)
+    step: Callable  # (run, loss) -> gradient norm; advances run.step unless the norm is non-finite
+    columns: Callable  # (run, interval means of (loss, *extras)) -> the row's own columns beyond the shared ones
+    checkpoint: Callable  # run -> None; every process calls it
+    grid: Callable  # (run, final) -> the PNG written; rank 0 only
+    grid_name: str = "samples"  # what the grid shows, for the progress bar
+
+
+def training_loop(run: Run, stop: StopRequest, parts: LoopParts | None = None) -> TrainResult:
+    """Step until max_steps, max_minutes or a signal; checkpoint, draw grids and log on the way and at the end."""
+    parts = parts or DIFFUSION_PARTS
     fabric, train = run.fabric, run.config.train
     # The bar goes to stderr, and only to a terminal: logs and pipes get the metrics.csv rows instead.
-    progress = tqdm(total=train.max_steps, initial=run.step, unit="step", dynamic_ncols=True, file=sys.stderr,
-                    disable=not fabric.is_global_zero or run.quiet or not sys.stderr.isatty())
+    progress = step_bar(train.max_steps, run.step, shown=fabric.is_global_zero and not run.quiet)
     started = interval_started = time.monotonic()
-    interval_losses: list[float] = []
+    interval: list[tuple[float, ...]] = []
     stopped_by, loss_value = None, None
     try:
         while stopped_by is None and (train.max_steps is None or run.step < train.max_steps):
             step_started = time.monotonic()
-            loss = compute_loss(run)
+            loss, extras = parts.loss(run)
             out_of_time = train.max_minutes is not None and step_started - started >= train.max_minutes * 60
             loss_value, nonfinite, stopping = agree(fabric, loss, stop.signal_name is not None or out_of_time)
             if nonfinite:
                 raise DiffkitError(_nonfinite_message(run, f"loss became {loss_value}"))
-            grad_norm = optimizer_step(run, loss)
+            grad_norm = parts.step(run, loss)
             if not math.isfinite(grad_norm):
                 raise DiffkitError(_nonfinite_message(run, f"gradient norm became {grad_norm}"))
             run.elapsed_seconds += time.monotonic() - step_started
-            interval_losses.append(loss_value)
+            interval.append((loss_value, *extras))
             progress.update(1)
             if run.step % train.log_every == 0 and run.log is not None:
-                seconds = time.monotonic() - interval_started
-                images_per_second = len(interval_losses) * train.batch_size / max(seconds, 1e-9)
-                _log_row(run, progress, sum(interval_losses) / len(interval_losses), grad_norm, images_per_second)
-                interval_losses, interval_started = [], time.monotonic()
-            _periodic_files(run)
+                _log_row(run, parts, progress, interval, grad_norm, time.monotonic() - interval_started)
+                interval, interval_started = [], time.monotonic()
+            _periodic_files(run, parts)
             if stopping:
                 stopped_by = stop.signal_name or ("max_minutes" if out_of_time else "another process stopping")
         stopped_by = stopped_by or "max_steps"
-        _final_files(run, progress, finished=stopped_by in ("max_steps", "max_minutes"))
+        _final_files(run, parts, progress, finished=stopped_by in ("max_steps", "max_minutes"))
     finally:
         progress.close()
         if run.log is not None:
@@ -356,35 +388,48 @@ def training_loop(run: Run, stop: StopRequest) -> TrainResult:
     return TrainResult(run.run_dir, run.step, stopped_by, loss_value)
 
 
-def _periodic_files(run: Run) -> None:
-    """The checkpoint and the sample grid due at this step, if any."""
+def _periodic_files(run: Run, parts: LoopParts) -> None:
+    """The checkpoint and the grid due at this step, if any."""
     train = run.config.train
     if run.step % train.checkpoint_every == 0:
-        checkpoint(run)
+        parts.checkpoint(run)
     if train.sample_every and run.step % train.sample_every == 0 and run.fabric.is_global_zero:
-        write_samples(run)
+        parts.grid(run, False)
 
 
-def _final_files(run: Run, progress: tqdm, finished: bool) -> None:
+def _final_files(run: Run, parts: LoopParts, progress: tqdm, finished: bool) -> None:
     """The last checkpoint (unless this step's is written) and, when a budget ended the run, the last grid."""
     if run.saved_step != run.step:
-        checkpoint(run)
+        parts.checkpoint(run)
     sample_every = run.config.train.sample_every
     if finished and sample_every and run.step % sample_every != 0 and run.fabric.is_global_zero:
-        progress.set_description("drawing the final samples")
+        progress.set_description(f"drawing the final {parts.grid_name}")
         progress.refresh()
-        write_samples(run, final=True)
+        parts.grid(run, True)
 
 
-def _log_row(run: Run, progress: tqdm, loss: float, grad_norm: float | None, images_per_second: float) -> None:
-    """One metrics.csv row (written with the next checkpoint) and the progress bar's loss and images/s."""
+def _log_row(run: Run, parts: LoopParts, progress: tqdm, interval: list[tuple[float, ...]], grad_norm: float,
+             seconds: float) -> None:
+    """One metrics.csv row of interval means (written with the next checkpoint); the bar's loss and images/s."""
+    means = tuple(sum(values) / len(interval) for values in zip(*interval))
+    images_per_second = len(interval) * run.config.train.batch_size / max(seconds, 1e-9)
     run.log.write({
-        "step": run.step, "epoch": run.batches.position(run.step - 1)[0], "loss": loss,
+        "step": run.step, "epoch": run.batches.position(run.step - 1)[0], "loss": means[0],
         "lr": learning_rate(run.step - 1, run.config.train), "grad_norm": grad_norm,
-        "ema_decay": ema_decay(run.ema.updates - 1, run.ema.decay, run.ema.warmup),
         "images_per_second": images_per_second, "elapsed_minutes": run.elapsed_seconds / 60,
+        **parts.columns(run, means),
     })
-    progress.set_postfix(loss=f"{loss:.4f}", images_per_second=f"{images_per_second:.0f}")
+    progress.set_postfix(loss=f"{means[0]:.4f}", images_per_second=f"{images_per_second:.0f}")
+
+
+def _diffusion_columns(run: Run, means: tuple[float, ...]) -> dict[str, float]:
+    """The diffusion row's own column: the EMA decay of the last update."""
+    return {"ema_decay": ema_decay(run.ema.updates - 1, run.ema.decay, run.ema.warmup)}
+
+
+DIFFUSION_PARTS = LoopParts(loss=lambda run: (compute_loss(run), ()), step=optimizer_step,
+                            columns=_diffusion_columns, checkpoint=checkpoint,
+                            grid=lambda run, final: write_samples(run, final=final))
 
 
 def _nonfinite_message(run: Run, what: str) -> str:

@@ -14,10 +14,10 @@ from diffkit.threads import configure_threads, prepare_environment
 prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
 
 from diffkit import progress  # noqa: E402
-from diffkit.cli import data, edit, evaluate, grid, sample, serve, train, viz  # noqa: E402
+from diffkit.cli import autoencoder, data, edit, evaluate, grid, sample, serve, train, viz  # noqa: E402
 from diffkit.errors import DiffkitError
 
-COMMANDS: tuple = (data, train, sample, grid, edit, evaluate, viz, serve)
+COMMANDS: tuple = (data, train, autoencoder, sample, grid, edit, evaluate, viz, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,6 +66,8 @@ def add_parser(subparsers) -> None:
     toy.add_argument("--points", type=int, default=2000, help="points sampled (default 2000)")
     toy.add_argument("--sampler", default="ddim", help=SAMPLER_HELP)
     toy.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    toy.add_argument("--score", action="store_true",
+                     help="draw the learned score field as arrows at a few noise levels beside the exact one")
     add_quiet(toy)
 
     gaussian = _picture(pictures, "gaussian1d", "fit a 1-D normal by maximum likelihood", run_gaussian)
@@ -271,6 +273,8 @@ def run_toy(args: argparse.Namespace) -> int:
     held_out = toy_points(args.data, args.points, generator)
     fresh = toy_points(args.data, args.points, generator)  # a second real sample: the distance to aim for
     model, losses = train_toy(data, schedule, iterations=args.iterations, generator=generator)
+    if args.score:
+        return _score_picture(args, model, schedule, data, generator, start)
     # Clip x0 guesses to a little beyond the data's box, as images are clipped to [-1, 1].
     steps = toy_trajectory(model, schedule, args.points, sampler=args.sampler, steps=args.steps,
                            generator=generator, clip_x0=1.2 * float(data.abs().max()))
@@ -279,6 +283,22 @@ def run_toy(args: argparse.Namespace) -> int:
           f"fresh data {energy_distance(fresh, held_out):.4f}")
     title = f"2-D toy diffusion: {args.data}, {args.schedule} schedule, {args.sampler} {args.steps} steps"
     return _written(save_figure(plot_toy(data, schedule, steps, generator=generator, title=title), args.out), start)
+
+
+def _score_picture(args: argparse.Namespace, model, schedule, data, generator, start: float) -> int:
+    """`diffkit viz toy2d --score`: learned vs exact score fields, and how well they agree on draws of q(x_t)."""
+    from diffkit.viz import save_figure
+    from diffkit.viz.score import agreement_by_level, exact_score, plot_score_fields, score_levels
+
+    exact = exact_score(args.data, generator)
+    levels = score_levels(schedule)
+    agreement = agreement_by_level(model, schedule, exact, data[:2000], levels, generator)
+    print("median cosine between learned and exact score on draws of q(x_t): " + ", ".join(
+        f"t={int(schedule.timesteps[i])} {value:.3f}" for i, value in agreement.items()))
+    reference = "exact" if args.data == "gaussians" else "a 20,000-point sample's"
+    title = f"score of q(x_t) for {args.data}: learned (top) vs {reference} (bottom), {args.schedule} schedule"
+    return _written(save_figure(plot_score_fields(model, schedule, exact, levels, data=data[:2000],
+                                                        generator=generator, title=title), args.out), start)
 
 
 def run_gaussian(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ weights file and loading refuses a file whose checksum differs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from diffkit.files import atomic_path, write_json
+from diffkit.files import atomic_path, file_digest, write_json
 from diffkit.errors import DiffkitError
 
 WEIGHTS_NAME = "classifier.safetensors"
@@ -150,12 +149,6 @@ def predict(model: DomainClassifier, images: Tensor, batch_size: int = 512) -> T
 def accuracy(model: DomainClassifier, images: Tensor, labels: Tensor) -> float:
     """Fraction of images whose predicted class equals the label."""
     return (predict(model, images) == labels.long()).float().mean().item()
-
-
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (hashlib's streaming reader)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
 def save_classifier(model: DomainClassifier, directory: str | Path, **metadata: object) -> Path:

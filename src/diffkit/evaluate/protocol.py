@@ -24,6 +24,7 @@ from diffkit.data.dataset import ImageDataset
 from diffkit.errors import DiffkitError
 from diffkit.evaluate import classifier as domain
 from diffkit.evaluate import metrics
+from diffkit.files import file_digest
 from diffkit.images import to_model_range, to_uint8
 from diffkit.progress import progress
 from diffkit.sampling import get_sampler
@@ -65,7 +66,7 @@ class DomainModel:
 def load_domain_model(directory: str | Path) -> DomainModel:
     """Load a saved domain classifier (checksum checked) with its path and weights' SHA-256."""
     model = domain.load_classifier(directory)
-    return DomainModel(model, str(directory), domain.file_digest(Path(directory) / domain.WEIGHTS_NAME))
+    return DomainModel(model, str(directory), file_digest(Path(directory) / domain.WEIGHTS_NAME))
 
 
 def as_float_images(images: Tensor) -> Tensor:
