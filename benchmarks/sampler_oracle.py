@@ -2,8 +2,11 @@
 oracle (x0 ~ N(0.3, 0.5^2), exact denoiser), for the linear and cosine schedules.
 
 Prints one table per schedule (rows: sampler, columns: evaluations; cells: |std - 0.5|), then Heun at 19
-evaluations (10 steps) on every timestep grid, and writes benchmarks/results/sampler_oracle.json. This is the
-data behind each sampler's recommended steps, and the evidence that no grid brings Heun within 0.02 at <= 20.
+evaluations (10 steps) on every timestep grid, then the few-step table: on a spectrum of scales (std 0.05 to 0.6)
+the worst |output std / true std - 1| of the multistep samplers at 10 and 20 steps on every spacing and on the
+grid fitted to 8 of those scales (grids.py; checked on 33), and writes benchmarks/results/sampler_oracle.json.
+This is the data behind each sampler's recommended steps, the evidence that no grid brings Heun within 0.02 at
+<= 20 evaluations, and the case for the fitted grid (DESIGN.md "Few-step grids").
 
     python benchmarks/sampler_oracle.py
 """
@@ -15,13 +18,16 @@ from pathlib import Path
 
 import torch
 
+from diffkit.grids import fit_grid, worst_std_error
 from diffkit.oracle import gaussian_oracle
 from diffkit.sampling import SAMPLERS, heun, run_to_end, sample, sampling_schedule
-from diffkit.schedule import cosine, karras, linear
+from diffkit.schedule import SPACINGS, cosine, karras, linear
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MU, S = 0.3, 0.5
 EVALUATIONS = (10, 20, 40, 80, 160)
+FIT_SCALES = torch.logspace(torch.log10(torch.tensor(0.05)), torch.log10(torch.tensor(0.6)), 8, dtype=torch.float64)
+CHECK_SCALES = torch.logspace(torch.log10(torch.tensor(0.05)), torch.log10(torch.tensor(0.6)), 33, dtype=torch.float64)
 
 
 def std_error(schedule, name: str, evaluations: int) -> float | None:
@@ -44,6 +50,23 @@ def heun_grids(schedule) -> dict[str, float]:
     return {name: abs(float(run_to_end(heun(oracle, x_T, grid)).std()) - S) for name, grid in grids.items()}
 
 
+def few_step_errors(schedule, schedule_name: str, results: dict) -> None:
+    """Worst std error over CHECK_SCALES of each multistep sampler at 10 and 20 steps, on every spacing and fitted."""
+    columns = (*SPACINGS, "fitted")
+    print(f"\n{schedule_name} schedule: worst |std / s - 1| over s = 0.05..0.6 (exact linear factor)")
+    print(f"{'sampler/steps':<16}" + "".join(f"{name:>10}" for name in columns))
+    for name in ("dpmpp_2m", "dpmpp_3m", "unipc"):
+        for steps in (10, 20):
+            timesteps = fit_grid(name, steps, schedule, FIT_SCALES)
+            grids = {spacing: sampling_schedule(schedule, steps, spacing) for spacing in SPACINGS}
+            grids["fitted"] = sampling_schedule(schedule, timesteps=timesteps)
+            errors = {column: worst_std_error(name, schedule, grid, CHECK_SCALES) for column, grid in grids.items()}
+            results[f"{schedule_name}/spectrum/{name}/{steps}"] = {**errors, "fitted_timesteps": timesteps.tolist()}
+            print(f"{name + '/' + str(steps):<16}" + "".join(f"{errors[column]:>10.4f}" for column in columns))
+            if name == "dpmpp_2m":
+                print(f"{'':<16}fitted grid: " + ", ".join(f"{t:.1f}" for t in timesteps.tolist()))
+
+
 def main() -> None:
     """Measure every sampler at every evaluation budget on both schedules."""
     results = {}
@@ -59,6 +82,8 @@ def main() -> None:
         errors = heun_grids(schedule)
         results[f"{schedule_name}/heun-19-evaluations"] = errors
         print(f"\nHeun, 19 evaluations, {schedule_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()))
+    for schedule_name, schedule in schedules:
+        few_step_errors(schedule, schedule_name, results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sampler_oracle.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {RESULTS / 'sampler_oracle.json'}")

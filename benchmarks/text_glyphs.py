@@ -1,4 +1,4 @@
-"""Benchmark: invent characters from English meanings (issue 11). Trains `configs/glyphs32-text.toml` for a fixed
+"""Benchmark: invent characters from English meanings (issue 11). Trains the `glyphs32-text` preset for a fixed
 number of steps, then measures on the held-out characters' meanings (never trained on): radical accuracy, meaning
 retrieval top-1 / top-5 among 32, held-out domain FID and memorisation at guidance 1 / 3 / 5 / 7.5 / 10 with
 DPM-Solver++(2M) at 20 steps, each beside its ceiling (real held-out glyphs), floor (unconditional samples; real
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The training budget in steps, so that a run sharing the CPU with other work reaches the same model: what two
 # hours of training buy when the benchmark runs ALONE on this machine. NOT YET MEASURED: 6,000 is an estimate
 # scaled from the fashion28 quality run (898 steps in 45 min at batch 128 with two blocks per level; this preset
-# has one block per level and batch 64). Measure it once (`diffkit train --config configs/glyphs32-text.toml
+# has one block per level and batch 64). Measure it once (`diffkit train --config glyphs32-text
 # --max-minutes 120` on an idle machine, read the final step) and write it here and in docs.
 STEPS_IN_TWO_HOURS_ALONE = 6_000
 SCALES = (1.0, 3.0, 5.0, 7.5, 10.0)
@@ -47,7 +47,7 @@ QUICK = {"steps": 20, "limit": 256, "count": 32, "judge_steps": 20, "sample_step
 def train_model(settings: dict, run_dir: Path | None, data) -> Path:
     """Train glyphs32-text for settings["steps"] steps on the training characters; returns the run directory."""
     overrides = [f"train.max_steps={settings['steps']}", *settings["overrides"]]
-    config = load_config(ROOT / "configs" / "glyphs32-text.toml", overrides)
+    config = load_config("glyphs32-text", overrides)
     result = train(config, run_dir, name="text-glyphs", dataset=data.train)
     print(f"trained {result.step} steps ({result.stopped_by}) -> {result.run_dir}", flush=True)
     return result.run_dir
@@ -67,7 +67,7 @@ def main() -> int:
     if args.steps is not None:
         settings["steps"] = args.steps
     started = time.perf_counter()
-    config = load_config(ROOT / "configs" / "glyphs32-text.toml")
+    config = load_config("glyphs32-text")
     data = glyph_eval_data(config.data, config.text, limit=settings["limit"])
     run_dir = args.run or train_model(settings, None, data)
     state = load_state(run_dir / STATE_FILE)

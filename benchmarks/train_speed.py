@@ -63,7 +63,7 @@ def measure_one(preset: str, implementation: str, mode: str, steps: int, warmup:
     from diffkit.nn import UNet
     from diffkit.schedule import make_schedule
 
-    config = load_config(ROOT / "configs" / f"{preset}.toml")
+    config = load_config(preset)
     size = config.data.size or {"fashion_mnist": 28, "mnist": 28}.get(config.data.dataset, 32)
     batch = config.train.batch_size
     if implementation == "diffkit":

@@ -1,29 +1,9 @@
-"""`diffkit inpaint | img2img | interpolate` and the guidance sweep end to end on a tiny saved bundle."""
+"""`diffkit inpaint | img2img | interpolate` end to end on a tiny saved bundle (the `bundle_dir` fixture)."""
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
-from diffkit.errors import DiffkitError
-
-from diffkit import load
-from diffkit.bundle import save_bundle
 from diffkit.cli import main
-from diffkit.cli.edit import parse_scales, write_guidance_sweep
-from diffkit.nn.unet import UNet
-from tiny_run import tiny_config
-
-
-@pytest.fixture
-def bundle_dir(tmp_path):
-    config = tiny_config()  # 8x8 greyscale, 4 classes, cosine T = 100
-    network = UNet(config.model)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return save_bundle(tmp_path / "bundle", config, network)
 
 
 def write_picture(path, array):
@@ -79,45 +59,3 @@ def test_editing_mistakes_exit_2_with_one_sentence(bundle_dir, tmp_path, capsys)
         assert main([arguments[0], str(bundle_dir), *arguments[1:]]) == 2, arguments
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1, (arguments, error)
-
-
-def test_guidance_sweep_writes_one_row_per_scale(bundle_dir, tmp_path):
-    bundle = load(bundle_dir)
-    path = write_guidance_sweep(bundle, parse_scales("0,1,3"), str(tmp_path / "sweep.png"), n=4, seed=0,
-                                sampler="ddim", steps=4, label=None)
-    assert read_picture(path).shape == (3 * 10 + 2, 4 * 10 + 2)
-    with pytest.raises(DiffkitError, match="comma-separated"):
-        parse_scales("1,two")
-    with pytest.raises(DiffkitError, match="at least 0"):
-        parse_scales("-1,2")
-
-
-def test_sample_command_guides_and_sweeps(diffkit_cli, bundle_dir, tmp_path):
-    out = tmp_path / "guided.png"
-    result = diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--label", "2", "--guidance", "3",
-                         "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    unguided = tmp_path / "plain.png"
-    assert diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--label", "2",
-                       "--out", str(unguided)).returncode == 0
-    assert not np.array_equal(read_picture(out), read_picture(unguided))  # guidance changes the samples
-    sweep = tmp_path / "sweep.png"
-    result = diffkit_cli("sample", str(bundle_dir), "--n", "4", "--steps", "4", "--guidance-sweep", "0,1,2",
-                         "--out", str(sweep))
-    assert result.returncode == 0, result.stderr
-    assert read_picture(sweep).shape == (3 * 10 + 2, 4 * 10 + 2)
-    bad = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--label", "9", "--out", str(tmp_path / "x.png"))
-    assert bad.returncode == 2 and "9" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_sample_command_refuses_zero_steps_and_an_unavailable_device_and_accepts_null_label(diffkit_cli, bundle_dir,
-                                                                                            tmp_path):
-    zero = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "0", "--out", str(tmp_path / "a.png"))
-    assert zero.returncode == 2 and "at least 1" in zero.stderr
-    device = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--device", "cuda", "--out", str(tmp_path / "b.png"))
-    assert device.returncode == 2 and "cuda" in device.stderr and "Traceback" not in device.stderr
-    null = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "3", "--label", "-1",
-                       "--out", str(tmp_path / "c.png"))
-    assert null.returncode == 0, null.stderr
-    unwritable = diffkit_cli("sample", str(bundle_dir), "--n", "2", "--steps", "3", "--out", "/proc/none/x.png")
-    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr

@@ -9,7 +9,8 @@ from diffkit.errors import DiffkitError
 from diffkit.oracle import gaussian_oracle
 from diffkit.sampling import ddim, sampling_schedule
 from diffkit.schedule import cosine, linear
-from tiny_models import SHAPE, classify, draw_data, one_thread, trained_tiny_model
+from tiny_models import SHAPE, classify, draw_data, trained_tiny_model
+from tiny_run import one_thread
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 

@@ -22,3 +22,16 @@ def test_the_temporary_keeps_the_suffix_for_format_sniffing_writers(tmp_path):
     with atomic_path(tmp_path / "grid.png") as temporary:
         assert temporary.suffix == ".png" and temporary.parent == tmp_path
         temporary.write_bytes(b"x")
+
+
+def test_written_files_get_the_umask_mode_even_from_writers_that_create_0600(tmp_path):
+    import os
+
+    from diffkit.files import FILE_MODE
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with atomic_path(tmp_path / "model.safetensors") as temporary:
+        temporary.write_bytes(b"x")
+        os.chmod(temporary, 0o600)  # as safetensors' writer does
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == FILE_MODE == 0o666 & ~mask

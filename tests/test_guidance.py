@@ -6,7 +6,8 @@ import torch
 from diffkit.errors import DiffkitError
 from diffkit.guidance import cfg, check_conditioning, drop_labels, guidance_sweep
 from diffkit.sampling import sample
-from tiny_models import NULL_LABEL, SHAPE, classify, one_thread, trained_tiny_model
+from tiny_models import NULL_LABEL, SHAPE, classify, trained_tiny_model
+from tiny_run import one_thread
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 

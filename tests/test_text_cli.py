@@ -37,7 +37,7 @@ def text_run(tmp_path_factory):
 
 
 def test_a_text_run_is_a_normal_bundle_that_samples_from_prompts(text_run, one_thread):
-    assert sorted(path.name for path in text_run.iterdir() if path.is_file()) == [
+    assert sorted(path.name for path in text_run.iterdir() if path.is_file() and path.name != ".lock") == [
         "config.json", "metrics.csv", "model.safetensors", "state.ckpt"]
     assert "null_text" in load_file(str(text_run / "model.safetensors"))
     bundle = diffkit.load(text_run)
@@ -94,3 +94,39 @@ def test_export_writes_an_fp16_bundle_that_load_reads(text_run, tmp_path, one_th
         torch.testing.assert_close(rounded, full.half().float(), rtol=0, atol=0, msg=name)
     images = half.sample(2, prompts=["1"], steps=2, seed=0)
     assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
+
+
+def test_prompts_flow_through_every_bundle_entry_point_by_one_rule(text_run, one_thread):
+    from diffkit.text.prompts import prompt_condition
+
+    bundle = diffkit.load(text_run)
+    y = bundle.labels_for(2, prompts=["1"])
+    assert torch.equal(y.tokens, prompt_condition(bundle.config, ["1"], 2).tokens)  # the one function
+    assert torch.equal(bundle.sample(2, prompts=["1"], steps=2, guidance=3.0),
+                       bundle.sample(2, labels=y, steps=2, guidance=3.0))
+    image, known = torch.zeros(1, 1, 8, 8), torch.zeros(1, 8, 8, dtype=torch.bool)
+    entry_points = {
+        "inpaint": lambda **kw: list(bundle.inpaint_steps(image, known, 2, steps=2, **kw))[-1].x_t,
+        "img2img": lambda **kw: list(bundle.img2img_steps(image, 0.9, 2, steps=2, **kw))[-1].x_t,
+        "interpolate": lambda **kw: bundle.interpolate(image, -image, frames=2, steps=2, refine=0, **kw),
+    }
+    for name, run in entry_points.items():  # the guided prediction depends on the meaning
+        assert not torch.equal(run(prompt="1", guidance=3.0), run(prompt="2", guidance=3.0)), name
+        with pytest.raises(DiffkitError, match="This is a text model, which takes a prompt, not a class label"):
+            run(label=1)
+    sweep = bundle.guidance_sweep([0.0, 3.0], 2, steps=2, prompts=["1"])
+    assert sweep.shape == (4, 1, 8, 8) and not torch.equal(sweep[:2], sweep[2:])
+    with pytest.raises(DiffkitError, match="guidance sweep on a text model needs a prompt"):
+        bundle.guidance_sweep([0.0, 3.0], 2, steps=2)
+    strip = bundle.interpolate_prompts("1", "2", frames=3, steps=2, guidance=3.0)
+    ends = [bundle.interpolate_prompts(prompt, prompt, frames=2, steps=2, guidance=3.0)[0] for prompt in "12"]
+    torch.testing.assert_close(strip[0], ends[0])
+    torch.testing.assert_close(strip[-1], ends[1])
+
+
+def test_export_is_a_command(text_run, tmp_path, capsys, one_thread):
+    from diffkit.cli import main
+
+    assert main(["export", str(text_run), "--out", str(tmp_path / "exported")]) == 0
+    assert "MB of weights" in capsys.readouterr().out
+    assert diffkit.load(tmp_path / "exported").config == diffkit.load(text_run).config

@@ -13,7 +13,7 @@ from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
 from diffkit.run_log import read_metrics
 from diffkit.train import train
-from diffkit.train_data import synthetic_images
+from diffkit.data.synthetic import synthetic_images
 
 from tiny_run import one_thread, tiny_config
 

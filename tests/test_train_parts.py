@@ -10,8 +10,11 @@ from torch import nn
 from diffkit.config import TrainConfig
 from diffkit.ema import EMA, ema_decay
 from diffkit.errors import DiffkitError
-from diffkit.train import StopRequest, learning_rate, make_optimizer
-from diffkit.train_data import ShardedBatches, derive_seed, synthetic_images
+from diffkit.optimizer import learning_rate, make_optimizer
+from diffkit.stop_request import StopRequest
+from diffkit.data.synthetic import synthetic_images
+from diffkit.seeds import derive_seed
+from diffkit.train_data import ShardedBatches
 
 from tiny_run import one_thread
 
@@ -109,6 +112,18 @@ def test_synthetic_images_are_deterministic_and_labelled():
     assert torch.equal(a.images, b.images) and a.images.dtype == torch.uint8
     assert a.labels.tolist() == [0, 1, 2] * 4 and a.num_classes == 3
     assert not torch.equal(a.images, synthetic_images(size=8, count=12, classes=3, seed=1).images)
+
+
+def test_synthetic_is_a_dataset_like_any_other_with_a_fresh_test_split():
+    from diffkit.data import DATASETS, load_dataset
+
+    assert "synthetic" in DATASETS
+    train_split = load_dataset("synthetic", size=8, split="train", count=12, classes=3)
+    assert torch.equal(train_split.images, synthetic_images(size=8, count=12, classes=3).images)
+    test_split = load_dataset("synthetic", size=8, split="test", count=12, classes=3)
+    assert torch.equal(test_split.images, synthetic_images(size=8, count=12, classes=3, seed=1).images)
+    with pytest.raises(DiffkitError, match="no option colour"):
+        load_dataset("synthetic", colour=3)
 
 
 def test_derived_seeds_differ_by_stream_and_repeat():

@@ -3,6 +3,7 @@ guidance and editing tests (a real trained network, small enough for a 2-core CP
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -12,6 +13,7 @@ from diffkit.guidance import drop_labels
 from diffkit.loss import diffusion_loss
 from diffkit.nn.layers import timestep_embedding
 from diffkit.schedule import linear
+from tiny_run import one_thread
 
 CLASS_MEANS = (-0.3, 0.3)  # class 0 is dark, class 1 bright; pixels scatter with std PIXEL_STD around the mean
 PIXEL_STD = 0.5
@@ -38,14 +40,6 @@ class TinyDenoiser(nn.Module):
         return self.net(torch.cat([x_t.flatten(1), condition], dim=1)).view_as(x_t)
 
 
-def one_thread():
-    """Run a test on one torch thread: tiny matrices on a busy 2-core machine are several times faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def draw_data(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (count, 1, 4, 4), labels (count,)) of the two classes."""
     labels = torch.randint(0, 2, (count,), generator=generator)
@@ -61,12 +55,8 @@ def classify(images: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def trained_tiny_model(steps: int = 300, p_uncond: float = 0.2) -> tuple[TinyDenoiser, object]:
     """(model, schedule) after `steps` Adam steps on batches of 256 with labels dropped with p_uncond."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: one thread is ~8x faster than two on a busy 2-core machine
-    try:
+    with contextlib.contextmanager(one_thread)():  # tiny matrices: one thread is ~8x faster than two here
         return _train(steps, p_uncond)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(steps: int, p_uncond: float) -> tuple[TinyDenoiser, object]:

@@ -57,6 +57,18 @@ def tiny_config(*overrides: str) -> Config:
     return apply_overrides(Config.from_dict(TINY), overrides)
 
 
+def random_network(config: Config, seed: int = 0) -> "UNet":
+    """A UNet with every weight random (std 0.1): a fresh UNet outputs exactly 0, this one depends on x_t and y."""
+    from diffkit.nn.unet import UNet
+
+    network = UNet(config.model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    return network
+
+
 def write_tiny_toml(directory: Path) -> Path:
     """Write the tiny preset (same as TINY) as TOML and return its path."""
     path = Path(directory) / "tiny.toml"

@@ -2,7 +2,7 @@
 
 `load(path)` rebuilds the UNet from the config, refuses weights that do not fit it (naming the keys and shapes
 that differ), and returns a `Bundle`: the network, the training schedule, the config, a ready eps-denoiser and
-`sample(...)`. Loading never executes code from the files (safetensors + JSON).
+`sample(...)`, plus the editing entry points (inpaint, img2img, interpolate, guidance sweep). Loading never executes code from the files (safetensors + JSON).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -21,14 +21,19 @@ from diffkit.files import atomic_path
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
-from diffkit.guidance import check_conditioning, guided_denoiser
+from diffkit.edit import img2img_steps, inpaint_steps, interpolate, interpolate_conditions
+from diffkit.grids import stored_grid
+from diffkit.guidance import check_conditioning, guidance_sweep, guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
 from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
 from diffkit.schedule import Schedule, make_schedule
+from diffkit.text.condition import TextCondition
+from diffkit.text.prompts import is_text_model, prompt_condition
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SHOWN = 5  # how many differing keys an error lists before "and N more"
+Condition = Tensor | TextCondition  # what a denoiser takes as y: class ids (n,) or texts
 
 
 def sample_labels(n: int, num_classes: int, label: int | None, device: torch.device | str) -> Tensor | None:
@@ -42,9 +47,23 @@ def sample_labels(n: int, num_classes: int, label: int | None, device: torch.dev
     return torch.arange(n, device=device) % num_classes
 
 
+class Settings(NamedTuple):
+    """How a bundle samples when asked: sampler name, steps, spacing, and a fitted grid's timesteps (or None)."""
+
+    sampler: str
+    steps: int
+    spacing: str
+    timesteps: list[float] | None = None
+
+
 @dataclass
 class Bundle:
-    """A trained model ready to sample: network, training schedule, config and eps-denoiser."""
+    """A trained model ready to sample and edit: network, training schedule, config and eps-denoiser.
+
+    This class is the one place the rules of "sample from a bundle" live: the default sampler, steps and spacing
+    (`settings`), the default labels (`labels_for`) and the checked, guided denoiser (`guided`). The command line,
+    the evaluation protocol and the web page call these methods rather than the samplers directly.
+    """
 
     network: nn.Module
     schedule: Schedule
@@ -61,10 +80,65 @@ class Bundle:
         size = self.config.data.size
         return (self.config.model.in_channels, size, size)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the network's weights live on."""
+        return next(self.network.parameters()).device
+
+    def settings(self, sampler: str | None = None, steps: int | None = None,
+                 spacing: str | None = None) -> Settings:
+        """(sampler, steps, spacing, timesteps) with the defaults filled in from the config's [sample] section.
+
+        Without a spacing, a grid fitted for this sampler and step count (`diffkit fit-grid`, `sample.grids`) is
+        `timesteps`; otherwise the config's spacing goes with the config's sampler and any other sampler brings
+        its recommended one (Heun: karras). `timesteps` is None unless a fitted grid applies.
+        """
+        defaults = self.config.sample
+        timesteps = stored_grid(defaults, sampler, steps) if spacing is None else None
+        if spacing is None:
+            same = sampler in (None, defaults.sampler)
+            spacing = defaults.spacing if same else get_sampler(sampler).recommended_spacing
+        sampler = defaults.sampler if sampler is None else sampler
+        get_sampler(sampler)  # an unknown name is refused here, naming the valid ones
+        steps = defaults.steps if steps is None else steps
+        if steps < 1:
+            raise DiffkitError(f"The number of steps must be at least 1, not {steps}.")
+        return Settings(sampler, steps, spacing, timesteps)
+
+    def labels_for(self, n: int, label: int | None = None, labels: Condition | None = None,
+                   prompts: Sequence[str] | None = None) -> Condition | None:
+        """The condition y of n images: `labels` (n,) as given, the prompts' TextCondition (text models: one prompt
+        for all n, or one per equal group), all `label`, or 0, 1, ... cycling over the classes (label -1 is the null
+        label: unconditional samples from a class-conditional model)."""
+        if n < 1:
+            raise DiffkitError(f"The number of images must be at least 1, not {n}.")
+        model = self.config.model
+        if isinstance(labels, TextCondition):
+            if model.context_dim == 0 or len(labels) != n:
+                raise DiffkitError(f"A TextCondition passed as labels must hold {n} texts for a text model.")
+            return labels.to(self.device)
+        if prompts is not None or (label is not None and is_text_model(self.config)):
+            return prompt_condition(self.config, prompts, n, label).to(self.device)
+        if labels is not None:
+            if model.num_classes == 0 or labels.shape != (n,):
+                raise DiffkitError(f"labels must be a ({n},) tensor of class ids for a class-conditional model.")
+            return labels.to(self.device)
+        return sample_labels(n, model.num_classes, label, self.device)
+
+    def guided(self, guidance: float, labels: Tensor | None) -> Denoiser:
+        """The denoiser to sample with: labels and guidance scale checked against the model, cfg when scale != 1."""
+        model = self.config.model
+        return guided_denoiser(self.denoiser, guidance, num_classes=model.num_classes,
+                               context_dim=model.context_dim, labels=labels)
+
+    def generator(self, seed: int | None = None) -> torch.Generator:
+        """A generator on the network's device, seeded with `seed` (default: the config's sample.seed)."""
+        return torch.Generator(device=self.device).manual_seed(self.config.sample.seed if seed is None else seed)
+
     def sample_steps(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
                      seed: int | None = None, label: int | None = None, spacing: str | None = None,
-                     guidance: float = 1.0, clip_x0: float | None = 1.0, labels: Tensor | None = None,
-                     prompts: list[str] | None = None, **options) -> Iterator[Step]:
+                     guidance: float = 1.0, clip_x0: float | None = 1.0, labels: Condition | None = None,
+                     prompts: Sequence[str] | None = None, **options) -> Iterator[Step]:
         """The sampler's steps for n images (defaults from the config's [sample] section).
 
         Images live in [-1, 1], so x0 predictions are clipped to it (clip_x0=1) by samplers that take clip_x0.
@@ -72,39 +146,98 @@ class Bundle:
         image its own class (evaluation spreads classes over batches this way); it overrides `label`. `prompts`
         (text models) are English meanings: one for all n images, or one per equal group of images.
         """
-        defaults = self.config.sample
-        if spacing is None:  # the config's spacing goes with the config's sampler; others bring their own
-            spacing = defaults.spacing if sampler in (None, defaults.sampler) else get_sampler(sampler).recommended_spacing
-        sampler = defaults.sampler if sampler is None else sampler
-        steps = defaults.steps if steps is None else steps
-        options["clip_x0"] = clip_x0
-        n = defaults.n if n is None else n
-        if n < 1:
-            raise DiffkitError(f"The number of samples must be at least 1, not {n}.")
-        device = next(self.network.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(defaults.seed if seed is None else seed)
-        model = self.config.model
-        if isinstance(labels, Tensor) and (model.num_classes == 0 or labels.shape != (n,)):
-            raise DiffkitError(f"labels must be a ({n},) tensor of class ids for a class-conditional model.")
-        if labels is not None and not isinstance(labels, Tensor) and (model.context_dim == 0 or len(labels) != n):
-            raise DiffkitError(f"A TextCondition passed as labels must hold {n} texts for a text model.")
-        if labels is not None:
-            y = labels.to(device)
-        else:
-            from diffkit.text.prompts import sampling_condition
-
-            y = sampling_condition(self.config, n, label, prompts, device)
-        denoise = guided_denoiser(self.denoiser, guidance, num_classes=model.num_classes,
-                                  context_dim=model.context_dim, labels=y)
+        sampler, steps, spacing, timesteps = self.settings(sampler, steps, spacing)
+        if timesteps is not None and "timesteps" not in options:
+            options["timesteps"] = timesteps
+        n = self.config.sample.n if n is None else n
+        y = self.labels_for(n, label, labels, prompts)
         return sample_steps(
-            denoise, self.schedule.to(device), (n, *self.image_shape),
-            sampler=sampler, steps=steps, spacing=spacing,
-            y=y, generator=generator, device=device, **options,
+            self.guided(guidance, y), self.schedule.to(self.device), (n, *self.image_shape),
+            sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed), device=self.device,
+            clip_x0=clip_x0, **options,
         )
 
     def sample(self, n: int | None = None, **keywords) -> Tensor:
         """n finished samples (n, C, H, W) in about [-1, 1]; keywords as for `sample_steps`."""
         return run_to_end(self.sample_steps(n, **keywords))
+
+    def guidance_sweep(self, scales: Sequence[float], n: int | None = None, *, sampler: str | None = None,
+                       steps: int | None = None, spacing: str | None = None, seed: int | None = None,
+                       label: int | None = None, prompts: Sequence[str] | None = None) -> Tensor:
+        """n samples per guidance scale from the same noise: (len(scales) * n, C, H, W), one row of n per scale."""
+        model = self.config.model
+        if model.num_classes == 0 and model.context_dim == 0:
+            raise DiffkitError("A guidance sweep needs a conditional model (classes or text), but this model is "
+                               "unconditional.")
+        if prompts is None and is_text_model(self.config):
+            raise DiffkitError("A guidance sweep on a text model needs a prompt (the meaning to guide towards).")
+        sampler, steps, spacing, timesteps = self.settings(sampler, steps, spacing)
+        n = self.config.sample.n if n is None else n
+        y = self.labels_for(n, label, prompts=prompts)
+        for scale in scales:  # refuse any bad scale before sampling the first row
+            check_conditioning(model.num_classes, model.context_dim, y, scale)
+        return guidance_sweep(self.denoiser, self.schedule.to(self.device), (n, *self.image_shape), y, scales,
+                              model.num_classes, seed=self.config.sample.seed if seed is None else seed,
+                              sampler=sampler, steps=steps, spacing=spacing, device=self.device, clip_x0=1.0,
+                              timesteps=timesteps)
+
+    def check_image(self, image: Tensor, name: str = "The image") -> Tensor:
+        """An image (C, H, W) or (1, C, H, W) in [-1, 1] as (1, C, H, W) on the device, refused unless it has the
+        model's size and channels."""
+        channels, height, width = self.image_shape
+        image = image.unsqueeze(0) if image.ndim == 3 else image
+        if tuple(image.shape[-2:]) != (height, width):
+            raise DiffkitError(f"{name} is {image.shape[-1]}x{image.shape[-2]} pixels but this model makes "
+                               f"{width}x{height} images; resize it first.")
+        if image.ndim != 4 or image.shape[1] != channels:
+            raise DiffkitError(f"{name} has {image.shape[1]} channel(s) but this model makes images with "
+                               f"{channels}; convert it first.")
+        return image.to(self.device)
+
+    def inpaint_steps(self, image: Tensor, known: Tensor, n: int = 1, *, steps: int = 50, spacing: str | None = None,
+                      seed: int | None = None, label: int | None = None, guidance: float = 1.0, jump: int = 10,
+                      resample: int = 1, prompt: str | None = None) -> Iterator[Step]:
+        """Steps of n inpaintings of one image (DDPM with RePaint's replacement; `known` True = keep the pixel)."""
+        y = self.labels_for(n, label, prompts=_listed(prompt))
+        _, steps, spacing, _ = self.settings("ddpm", steps, spacing)  # fitted grids are for sampling only
+        batch = self.check_image(image).expand(n, -1, -1, -1)
+        return inpaint_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, known.to(self.device),
+                             steps=steps, spacing=spacing, y=y, generator=self.generator(seed), jump=jump,
+                             resample=resample, clip_x0=1.0)
+
+    def img2img_steps(self, image: Tensor, strength: float, n: int = 1, *, sampler: str = "ddim", steps: int = 50,
+                      spacing: str | None = None, seed: int | None = None, label: int | None = None,
+                      guidance: float = 1.0, prompt: str | None = None) -> Iterator[Step]:
+        """Steps of n SDEdit redraws of one image at `strength` (0 < strength <= 1)."""
+        y = self.labels_for(n, label, prompts=_listed(prompt))
+        sampler, steps, spacing, _ = self.settings(sampler, steps, spacing)
+        batch = self.check_image(image).expand(n, -1, -1, -1)
+        return img2img_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, strength,
+                             sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed),
+                             clip_x0=1.0)
+
+    def interpolate(self, image_a: Tensor, image_b: Tensor, *, frames: int = 8, steps: int = 50,
+                    spacing: str | None = None, label: int | None = None, guidance: float = 1.0,
+                    refine: int = 2, prompt: str | None = None) -> Tensor:
+        """A strip (frames, C, H, W) morphing image_a into image_b through their DDIM-inverted noise."""
+        y = self.labels_for(1, label, prompts=_listed(prompt))
+        _, steps, spacing, _ = self.settings("ddim", steps, spacing)
+        return interpolate(self.guided(guidance, y), self.schedule.to(self.device), self.check_image(image_a),
+                           self.check_image(image_b), frames=frames, steps=steps, spacing=spacing, y=y, refine=refine)
+
+    def interpolate_prompts(self, prompt_a: str, prompt_b: str, *, frames: int = 8, steps: int = 50,
+                            spacing: str | None = None, seed: int | None = None, guidance: float = 1.0) -> Tensor:
+        """A strip (frames, C, H, W) from one noise morphing the meaning prompt_a into prompt_b (text models)."""
+        y_a, y_b = (self.labels_for(1, prompts=[prompt]) for prompt in (prompt_a, prompt_b))
+        _, steps, spacing, _ = self.settings("ddim", steps, spacing)
+        return interpolate_conditions(self.guided(guidance, y_a), self.schedule.to(self.device),
+                                      (1, *self.image_shape), y_a, y_b, frames=frames, steps=steps, spacing=spacing,
+                                      generator=self.generator(seed), device=self.device)
+
+
+def _listed(prompt: str | None) -> list[str] | None:
+    """One prompt as the list `labels_for` takes (None stays None)."""
+    return None if prompt is None else [prompt]
 
 
 def schedule_of(config: Config) -> Schedule:

@@ -1,17 +1,14 @@
-"""The run directory and its training state `state.ckpt`: written atomically by rank 0, read with weights_only=True.
+"""The training state `state.ckpt`: written atomically by rank 0, read with weights_only=True.
 
 It holds the network, EMA, optimizer, step, data position and every random state of every process
 (each process's global torch RNG and its loss-noise generator, gathered to rank 0 as uint8 tensors), so a
-resumed run continues bit-for-bit where the checkpoint left off. `prepare_run_dir` picks or checks the
-directory for a new or resumed run on rank 0 and tells every process.
+resumed run continues bit-for-bit where the checkpoint left off.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
+import errno
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +17,11 @@ from lightning.fabric import Fabric
 from torch import Tensor
 
 from diffkit.files import atomic_path
-from diffkit.config import Config, format_config, save_config
 from diffkit.errors import DiffkitError
+from diffkit.run_directory import STATE_FILE
 
-STATE_FILE = "state.ckpt"
 FORMAT_VERSION = 1
-SAMPLES_DIR = "samples"
-FIXED_SECTIONS = ("model", "diffusion", "data", "text")  # what a resumed run may not change
+REQUIRED = ("config", "step", "dataset_length", "elapsed_seconds", "model", "ema", "optimizer", "random")
 
 
 def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
@@ -37,18 +32,24 @@ def atomic_save(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
-    """Read a training state on the CPU without executing code from it (weights_only=True)."""
+def load_state(path: str | Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
+    """Read a training state on the CPU without executing code from it (weights_only=True).
+
+    `required` are the keys it must hold (an autoencoder run's state has no "ema")."""
     path = Path(path)
     if not path.is_file():
         raise DiffkitError(f"{path} does not exist; resume a run directory that holds a {STATE_FILE}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError) as error:
-        raise DiffkitError(f"Cannot read the training state {path} ({error}); it is damaged or not a "
-                           "diffkit checkpoint.") from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise DiffkitError(f"{path} is not a diffkit training state (format {FORMAT_VERSION}).")
+        with warnings.catch_warnings():  # e.g. torch's note on a pickle protocol: the sentence below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception:  # an untrusted file: torch's many-line weights_only text would only confuse here
+        state = None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or not set(required) <= set(state):
+        raise DiffkitError(f"{path} is not a diffkit checkpoint (format {FORMAT_VERSION}): it is damaged or was "
+                           "written by another program; resume another run or start this one afresh.")
     return state
 
 
@@ -89,50 +90,12 @@ def save_training_state(fabric: Fabric, path: str | Path, state: dict[str, Any],
     fabric.barrier()
 
 
-def prepare_run_dir(fabric: Fabric, config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
-    """Rank 0 checks or creates the run directory (a fresh runs/NAME[-k] when none is given); all ranks agree."""
-    chosen, problem = None, None
-    if fabric.is_global_zero:
-        try:
-            chosen = _checked_run_dir(config, run_dir, name, resume)
-        except DiffkitError as error:
-            problem = str(error)
-        else:
-            chosen.mkdir(parents=True, exist_ok=True)
-            (chosen / SAMPLES_DIR).mkdir(exist_ok=True)
-            if not resume:  # a resumed run's config.json changes only once its state has loaded (train.py)
-                save_config(config, chosen / "config.json")
-            print(f"diffkit: run directory {chosen}\n{format_config(config)}", flush=True)
-    chosen, problem = fabric.broadcast((str(chosen) if chosen else None, problem))
-    if problem:  # every process stops with rank 0's reason instead of waiting for it forever
-        raise DiffkitError(problem)
-    return Path(chosen)
-
-
-def _checked_run_dir(config: Config, run_dir: str | Path | None, name: str, resume: bool) -> Path:
-    if resume:
-        directory = Path(run_dir)
-        if not (directory / STATE_FILE).is_file() or not (directory / "config.json").is_file():
-            raise DiffkitError(f"{directory} holds no {STATE_FILE} and config.json to resume from; pass the "
-                               "directory of a run that has written a checkpoint.")
-        try:
-            saved = json.loads((directory / "config.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DiffkitError(f"Cannot parse {directory / 'config.json'} ({error}); the run's config is damaged.") from None
-        changed = [f"{section}.{key}" for section in FIXED_SECTIONS for key, value in config.to_dict()[section].items()
-                   if saved[section].get(key) != value]
-        if changed:
-            raise DiffkitError(f"Cannot resume {directory} with a different {', '.join(changed)}; only train.* "
-                               "and sample.* may change when resuming.")
-        return directory
-    if run_dir is None:
-        directory, suffix = Path("runs") / name, 1
-        while (directory / STATE_FILE).exists() or (directory / "config.json").exists():
-            suffix += 1
-            directory = Path("runs") / f"{name}-{suffix}"
-        return directory
-    directory = Path(run_dir)
-    if (directory / STATE_FILE).exists():
-        raise DiffkitError(f"{directory} already holds a run; pass --resume {directory} to continue it, "
-                           "or choose another --run-dir.")
-    return directory
+def write_failure(error: OSError, path: Path, saved_step: int | None) -> DiffkitError:
+    """The one sentence for a checkpoint or bundle that could not be written (a full disk, most often)."""
+    kept = (f"the last checkpoint at step {saved_step} is intact" if saved_step is not None
+            else "no checkpoint had been written yet")
+    if error.errno == errno.ENOSPC:
+        return DiffkitError(f"No space left on the device while writing {path}; {kept}; free some space, then "
+                            f"resume with --resume {path.parent}.")
+    return DiffkitError(f"Cannot write {path} ({error.strerror or error}); {kept}; fix that, then resume with "
+                        f"--resume {path.parent}.")

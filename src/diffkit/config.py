@@ -1,8 +1,8 @@
 """Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
 
-A `Config` has six sections (model, diffusion, data, text, train, sample). Presets in `configs/*.toml` name
-only what differs from the defaults below; `train.lr=2e-4` style overrides are type-checked against the
-dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
+A `Config` has six sections (model, diffusion, data, text, train, sample). Presets in `diffkit/configs/*.toml`
+(`--config glyphs32`) name only what differs from the defaults below; `train.lr=2e-4` style overrides are
+type-checked against the dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diffkit.files import atomic_path
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, Rule, check_rules
+from diffkit.grids import check_grids
 from diffkit.nn.unet import UNetConfig
 from diffkit.process import PREDICTIONS
-from diffkit.sampling import SAMPLERS
-from diffkit.schedule import SCHEDULES, SPACINGS
+from diffkit.sampling import SAMPLERS, SAMPLING_SPACINGS
+from diffkit.schedule import SCHEDULES
+from diffkit.text.encoder import ENCODERS  # a plain dict; transformers is imported only to encode
 
 LR_SCHEDULES = ("cosine", "constant")
 CAPTIONS = ("none", "meanings", "class_names")
@@ -37,6 +40,13 @@ class DiffusionConfig:
     prediction: str = "eps"  # eps | x0 | v
     min_snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE
 
+    def __post_init__(self) -> None:
+        _check_choice("diffusion.schedule", self.schedule, SCHEDULES)
+        _check_choice("diffusion.prediction", self.prediction, PREDICTIONS)
+        gamma = self.min_snr_gamma
+        check_rules([("diffusion.T", self.T, self.T >= 2, "at least 2"),
+                     ("diffusion.min_snr_gamma", gamma, gamma is None or 0 < gamma < math.inf, "positive or none")])
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -47,6 +57,9 @@ class DataConfig:
     data_dir: str | None = None  # None: $DIFFKIT_DATA or ~/.cache/diffkit
     options: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_rules([("data.size", self.size, self.size is None or self.size >= 4, "at least 4 or none")])
+
 
 @dataclass(frozen=True)
 class TextConfig:
@@ -56,6 +69,11 @@ class TextConfig:
     encoder: str = "all-MiniLM-L6-v2"  # a key of diffkit.text.encoder.ENCODERS
     max_tokens: int = 24  # token budget per caption or prompt, [CLS] and [SEP] included
     encoder_sha256: str | None = None  # the encoder's weights, recorded when training starts
+
+    def __post_init__(self) -> None:
+        _check_choice("text.captions", self.captions, CAPTIONS)
+        _check_choice("text.encoder", self.encoder, ENCODERS)
+        check_rules([("text.max_tokens", self.max_tokens, self.max_tokens >= 3, "at least 3")])
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,37 @@ class TrainConfig:
     sample_every: int = 1000  # 0: no periodic sample grids
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_rules(self._rules())
+
+    def _rules(self) -> list[Rule]:
+        """The table of checks (every section validates itself this way, see errors.check_rules)."""
+        return [*training_rules(self),
+                ("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1)"),
+                ("train.p_uncond", self.p_uncond, 0 <= self.p_uncond <= 1, "in [0, 1]")]
+
+
+def training_rules(train: Any) -> list[Rule]:
+    """The checks of the optimisation, budget and interval keys every trainer's [train] section has (the diffusion
+    model's TrainConfig and the autoencoder's)."""
+    clip, minutes, decay, steps = train.grad_clip, train.max_minutes, train.decay_steps, train.max_steps
+    return [
+        ("train.batch_size", train.batch_size, train.batch_size >= 1, "at least 1"),
+        ("train.lr", train.lr, 0 < train.lr < math.inf, "a positive finite number"),
+        ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, "at least 0"),
+        ("train.decay_steps", decay, decay is None or decay >= 1, "at least 1 or none"),
+        ("train.min_lr_ratio", train.min_lr_ratio, 0 <= train.min_lr_ratio <= 1, "in [0, 1]"),
+        ("train.weight_decay", train.weight_decay, 0 <= train.weight_decay < math.inf, "at least 0 and finite"),
+        ("train.adam_beta2", train.adam_beta2, 0 <= train.adam_beta2 < 1, "in [0, 1)"),
+        ("train.grad_clip", clip, clip is None or 0 < clip < math.inf, "positive and finite, or none"),
+        ("train.max_steps", steps, steps is None or steps >= 1, "at least 1 or none"),
+        ("train.max_minutes", minutes, minutes is None or 0 < minutes < math.inf, "positive and finite, or none"),
+        ("train.checkpoint_every", train.checkpoint_every, train.checkpoint_every >= 1, "at least 1"),
+        ("train.sample_every", train.sample_every, train.sample_every >= 0, "at least 0 (0: never)"),
+        ("train.log_every", train.log_every, train.log_every >= 1, "at least 1"),
+    ]
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -93,6 +142,13 @@ class SampleConfig:
     spacing: str = "trailing"
     n: int = 64
     seed: int = 0
+    grids: dict = field(default_factory=dict)  # fitted grids 'sampler/steps' -> training steps (diffkit fit-grid)
+
+    def __post_init__(self) -> None:
+        _check_choice("sample.sampler", self.sampler, SAMPLERS)
+        _check_choice("sample.spacing", self.spacing, SAMPLING_SPACINGS)  # every spacing the samplers take
+        check_rules([("sample.steps", self.steps, self.steps >= 1, "at least 1"),
+                     ("sample.n", self.n, self.n >= 1, "at least 1")])
 
 
 @dataclass(frozen=True)
@@ -106,6 +162,21 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
+    def __post_init__(self) -> None:
+        # Each section checked itself; only rules that span sections remain.
+        steps, T = self.sample.steps, self.diffusion.T
+        check_rules([("sample.steps", steps, steps <= T, f"in 1..diffusion.T={T}"), *self._text_rules()])
+        check_grids(self.sample.grids, T)  # fitted grids must lie on this schedule's steps
+
+    def _text_rules(self) -> list[Rule]:
+        """Captions and model.context_dim go together, and the width is the text encoder's."""
+        captions, encoder, width = self.text.captions, self.text.encoder, self.model.context_dim
+        needed = ENCODERS[encoder].width
+        return [("model.context_dim", width, captions == "none" or width == needed,
+                 f"{needed} (the width of {encoder}) with text.captions={captions}"),
+                ("model.context_dim", width, captions != "none" or width == 0,
+                 "0 unless text.captions names captions (meanings or class_names) for a text model")]
+
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-ready dict of sections (tuples become lists)."""
         return json.loads(json.dumps({name: _section_dict(getattr(self, name)) for name in SECTIONS}))
@@ -113,27 +184,30 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Build and validate a config from a dict of sections; unknown sections or keys are refused."""
-        if not isinstance(data, Mapping):
-            raise DiffkitError(f"A config must be a table of sections, got {type(data).__name__}.")
-        unknown = sorted(set(data) - set(SECTIONS))
-        if unknown:
-            raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], SECTIONS)}; "
-                               f"valid sections are: {', '.join(SECTIONS)}.")
-        sections = {}
-        for name, section_class in SECTIONS.items():
-            values = data.get(name, {})
-            if not isinstance(values, Mapping):
-                raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
-            sections[name] = _build_section(name, section_class, values)
-        config = cls(**sections)
-        validate(config)
-        return config
+        return cls(**build_sections(data, SECTIONS))
 
 
 SECTIONS: dict[str, type] = {
     "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "text": TextConfig, "train": TrainConfig,
     "sample": SampleConfig,
 }
+
+
+def build_sections(data: Mapping[str, Any], sections: Mapping[str, type]) -> dict[str, Any]:
+    """Each section of `sections` built from its table in `data` (missing: defaults); unknown names refused."""
+    if not isinstance(data, Mapping):
+        raise DiffkitError(f"A config must be a table of sections, got {type(data).__name__}.")
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], sections)}; "
+                           f"valid sections are: {', '.join(sections)}.")
+    built = {}
+    for name, section_class in sections.items():
+        values = data.get(name, {})
+        if not isinstance(values, Mapping):
+            raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
+        built[name] = _build_section(name, section_class, values)
+    return built
 
 
 def _section_dict(section: Any) -> dict[str, Any]:
@@ -166,7 +240,7 @@ def _describe(hint: Any) -> str:
     """A reader's name for a type hint: 'an integer or none', 'a list of integers'."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join("none" if arg is type(None) else _describe(arg) for arg in typing.get_args(hint))
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a table"}
+    names = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string", dict: "a table"}
     if typing.get_origin(hint) is tuple:
         return "a list of integers"
     return names.get(hint, str(hint))
@@ -188,8 +262,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, (list, tuple)) and all(isinstance(item, int) and not isinstance(item, bool)
                                                     for item in value):
             return tuple(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif hint is float:  # TOML reads nan and inf; no setting means either
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -199,65 +273,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     raise DiffkitError(f"Config value {key}={value!r} is not valid: it must be {_describe(hint)}.")
 
 
-def validate(config: Config) -> None:
-    """Refuse names and numbers no run could use, naming the key and the valid choices or range."""
-    _check_choice("diffusion.schedule", config.diffusion.schedule, SCHEDULES)
-    _check_choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
-    _check_choice("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES)
-    _check_choice("sample.sampler", config.sample.sampler, SAMPLERS)
-    _check_choice("sample.spacing", config.sample.spacing, SPACINGS)
-    _check_text(config)
-    train = config.train
-    checks = [
-        ("diffusion.T", config.diffusion.T, config.diffusion.T >= 2, "at least 2"),
-        ("diffusion.min_snr_gamma", config.diffusion.min_snr_gamma,
-         config.diffusion.min_snr_gamma is None or config.diffusion.min_snr_gamma > 0, "positive or none"),
-        ("data.size", config.data.size, config.data.size is None or config.data.size >= 4, "at least 4 or none"),
-        ("train.batch_size", train.batch_size, train.batch_size >= 1, "at least 1"),
-        ("train.lr", train.lr, train.lr > 0, "positive"),
-        ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, "at least 0"),
-        ("train.decay_steps", train.decay_steps, train.decay_steps is None or train.decay_steps >= 1,
-         "at least 1 or none"),
-        ("train.min_lr_ratio", train.min_lr_ratio, 0 <= train.min_lr_ratio <= 1, "in [0, 1]"),
-        ("train.weight_decay", train.weight_decay, train.weight_decay >= 0, "at least 0"),
-        ("train.adam_beta2", train.adam_beta2, 0 <= train.adam_beta2 < 1, "in [0, 1)"),
-        ("train.grad_clip", train.grad_clip, train.grad_clip is None or train.grad_clip > 0, "positive or none"),
-        ("train.ema_decay", train.ema_decay, 0 <= train.ema_decay < 1, "in [0, 1)"),
-        ("train.p_uncond", train.p_uncond, 0 <= train.p_uncond <= 1, "in [0, 1]"),
-        ("train.max_steps", train.max_steps, train.max_steps is None or train.max_steps >= 1, "at least 1 or none"),
-        ("train.max_minutes", train.max_minutes, train.max_minutes is None or train.max_minutes > 0,
-         "positive or none"),
-        ("train.checkpoint_every", train.checkpoint_every, train.checkpoint_every >= 1, "at least 1"),
-        ("train.sample_every", train.sample_every, train.sample_every >= 0, "at least 0 (0: never)"),
-        ("train.log_every", train.log_every, train.log_every >= 1, "at least 1"),
-        ("sample.steps", config.sample.steps, 1 <= config.sample.steps <= config.diffusion.T,
-         f"in 1..diffusion.T={config.diffusion.T}"),
-        ("sample.n", config.sample.n, config.sample.n >= 1, "at least 1"),
-    ]
-    for key, value, ok, requirement in checks:
-        if not ok:
-            raise DiffkitError(f"Config value {key}={value!r} is out of range: it must be {requirement}.")
-
-
-def _check_text(config: Config) -> None:
-    """Captions and model.context_dim go together, and the width is the encoder's."""
-    from diffkit.text.encoder import ENCODERS  # a plain dict; transformers is imported only to encode
-
-    text = config.text
-    _check_choice("text.captions", text.captions, CAPTIONS)
-    _check_choice("text.encoder", text.encoder, ENCODERS)
-    if text.max_tokens < 3:
-        raise DiffkitError(f"Config value text.max_tokens={text.max_tokens} is out of range: it must be at least 3.")
-    width = ENCODERS[text.encoder].width
-    if text.captions != "none" and config.model.context_dim != width:
-        raise DiffkitError(f"text.captions={text.captions} needs model.context_dim={width} (the width of "
-                           f"{text.encoder}), not {config.model.context_dim}.")
-    if text.captions == "none" and config.model.context_dim:
-        raise DiffkitError("model.context_dim makes a text model, which needs captions; set text.captions "
-                           "(meanings or class_names) or model.context_dim=0.")
-
-
 def _check_choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
+    """Refuse a name that is not one of `choices`, suggesting the closest."""
     if value not in choices:
         raise DiffkitError(f"Config value {key}={value!r} is unknown{_suggest(value, choices)}; "
                            f"choose one of: {', '.join(choices)}.")
@@ -275,7 +292,11 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
     """The config with `section.key=value` overrides applied (`data.options.NAME=value` sets an option)."""
-    data = config.to_dict()
+    return Config.from_dict(override_dict(config.to_dict(), overrides, SECTIONS))
+
+
+def override_dict(data: dict[str, Any], overrides: typing.Sequence[str], sections: Mapping[str, type]) -> dict:
+    """A config dict of `sections` with `section.key=value` overrides written into it (values read as TOML)."""
     for override in overrides:
         key, separator, text = override.partition("=")
         parts = key.strip().split(".")
@@ -283,9 +304,9 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
             raise DiffkitError(f"Cannot read the override {override!r}; write it as section.key=value, "
                                "e.g. train.lr=2e-4.")
         section, name = parts[0], parts[1]
-        if section not in SECTIONS:
-            raise DiffkitError(f"Unknown config section {section!r} in {override!r}{_suggest(section, SECTIONS)}; "
-                               f"valid sections are: {', '.join(SECTIONS)}.")
+        if section not in sections:
+            raise DiffkitError(f"Unknown config section {section!r} in {override!r}{_suggest(section, sections)}; "
+                               f"valid sections are: {', '.join(sections)}.")
         value = parse_value(text)
         if section == "data" and name == "options" and len(parts) == 3:
             data["data"]["options"][parts[2]] = value
@@ -293,16 +314,37 @@ def apply_overrides(config: Config, overrides: typing.Sequence[str]) -> Config:
             data[section][name] = value
         else:
             raise DiffkitError(f"The override key {key!r} is too deep; only data.options.NAME has a third part.")
-    return Config.from_dict(data)
+    return data
+
+
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # shipped inside the package (pyproject package-data)
+
+
+def preset_names() -> list[str]:
+    """The names of the presets shipped with diffkit (glyphs32, fashion28, ...)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.toml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """An existing file as given, else the shipped preset of that name (`glyphs32` or `glyphs32.toml`)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    preset = PRESETS_DIR / f"{given.name.removesuffix('.toml')}.toml"
+    if given.parent == Path(".") and given.suffix in ("", ".toml") and preset.is_file():
+        return preset
+    raise DiffkitError(f"The config file {given} does not exist; pass a path to a TOML file or config.json, or a "
+                       f"preset: {', '.join(preset_names())}.")
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a TOML preset or a config.json (a bare name like `glyphs32` means configs/glyphs32.toml)."""
-    path = Path(path)
-    if not path.exists() and not path.suffix and (Path("configs") / f"{path}.toml").exists():
-        path = Path("configs") / f"{path}.toml"
-    if not path.is_file():
-        raise DiffkitError(f"The config file {path} does not exist; pass a preset from configs/ or a config.json.")
+    """Read a TOML preset or a config.json; a bare name like `glyphs32` is a preset shipped with diffkit."""
+    return apply_overrides(Config.from_dict(read_config_file(path)), overrides)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML preset or a config.json (a bare name is a preset shipped with diffkit)."""
+    path = find_config(path)
     try:
         if path.suffix == ".json":
             data = json.loads(path.read_text())
@@ -310,7 +352,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
             data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DiffkitError(f"Cannot parse the config file {path} ({error}); fix its syntax.") from error
-    return apply_overrides(Config.from_dict(data), overrides)
+    return data
 
 
 def save_config(config: Config, path: str | Path) -> Path:
@@ -319,12 +361,3 @@ def save_config(config: Config, path: str | Path) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return path
-
-
-def format_config(config: Config) -> str:
-    """The config as TOML-like text, one `key = value` line per field, for printing at the start of a run."""
-    lines = []
-    for section, values in config.to_dict().items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
-    return "\n".join(lines)

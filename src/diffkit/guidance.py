@@ -3,6 +3,7 @@ and compare guidance scales side by side."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from diffkit.errors import DiffkitError
 from diffkit.process import Denoiser
+from diffkit.progress import progress
 from diffkit.sampling import sample
 from diffkit.schedule import Schedule
 from diffkit.text.condition import TextCondition, join_conditions
@@ -44,14 +46,19 @@ def null_condition(y: Tensor | TextCondition, null_label: int | None) -> Tensor 
     return torch.full_like(y, null_label)
 
 
+def check_scale(scale: float) -> None:
+    """The one range check of a guidance scale: a finite number of at least 0 (nan would sample black images)."""
+    if not (math.isfinite(scale) and scale >= 0):
+        raise DiffkitError(f"The guidance scale must be a finite number of at least 0, not {scale}.")
+
+
 def cfg(denoise: Denoiser, scale: float, null_label: int | None = None) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6): eps = eps_u + scale (eps_c - eps_u).
 
     One forward of 2B (conditional and unconditional halves batched); scale 1 is the conditional denoiser
     itself and scale 0 the unconditional one, each with a single forward of B, so both are exact.
     """
-    if scale < 0:
-        raise DiffkitError(f"The guidance scale must be at least 0, not {scale}.")
+    check_scale(scale)
     if scale == 1:
         return denoise
 
@@ -70,8 +77,7 @@ def cfg(denoise: Denoiser, scale: float, null_label: int | None = None) -> Denoi
 
 def check_conditioning(num_classes: int, context_dim: int, labels: Tensor | None, scale: float) -> None:
     """Refuse labels or guidance a model cannot take: one sentence naming the bad value and the valid ones."""
-    if scale < 0:
-        raise DiffkitError(f"The guidance scale must be at least 0, not {scale}.")
+    check_scale(scale)
     conditional = num_classes > 0 or context_dim > 0
     if not conditional and scale != 1:
         raise DiffkitError(f"Guidance scale {scale} needs a conditional model, but this model is unconditional; "
@@ -97,8 +103,10 @@ def guidance_sweep(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...]
     """Samples for each guidance scale from the same noise: (len(scales) * B, C, H, W), one row of B per scale."""
     if len(scales) == 0:
         raise DiffkitError("A guidance sweep needs at least one scale, e.g. 0,1,2,4.")
+    for scale in scales:  # refuse a bad scale before the first row is sampled
+        check_scale(scale)
     rows = []
-    for scale in scales:
+    for scale in progress(scales, description="guidance sweep", unit="scale"):
         # Re-seeding per row gives every scale the same x_T (and the same noise in stochastic samplers).
         generator = torch.Generator(device).manual_seed(seed)
         rows.append(sample(cfg(denoise, scale, null_label), schedule, shape, sampler=sampler, steps=steps,

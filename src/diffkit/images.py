@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffkit.files import atomic_path
+from diffkit.files import atomic_path, check_output
 from diffkit.errors import DiffkitError
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what save_grid / save_image_array write (Pillow, by suffix)
 
 
 def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -58,8 +60,8 @@ def make_grid(
 
 
 def save_image_array(array: np.ndarray, path: str | Path) -> Path:
-    """Write an (H, W, 1 or 3) or (H, W) uint8 array as a picture (PNG unless the suffix says otherwise)."""
-    path = Path(path)
+    """Write an (H, W, 1 or 3) or (H, W) uint8 array as a PNG or JPEG picture, chosen by the suffix."""
+    path = check_output(path, PICTURE_SUFFIXES)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     picture = Image.fromarray(np.ascontiguousarray(array))  # 2-D -> "L", (H, W, 3) -> "RGB"
@@ -92,6 +94,5 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
 
 
 def _format_for(path: Path) -> str:
-    """The Pillow format name for a file suffix (PNG when the suffix is missing or unknown)."""
-    extension = path.suffix.lower()
-    return Image.registered_extensions().get(extension, "PNG")
+    """The Pillow format name for a file suffix (one of PICTURE_SUFFIXES)."""
+    return Image.registered_extensions()[path.suffix.lower()]

@@ -96,6 +96,12 @@ def eps_from_v(schedule: Schedule, x_t: Tensor, i: Tensor | int, v: Tensor) -> T
     return b * x_t + a * v
 
 
+def score(schedule: Schedule, i: Tensor | int, x_t: Tensor, eps: Tensor) -> Tensor:
+    """The score grad log q(x_t) from a noise prediction: -eps / sqrt(1 - alpha_bar) (Song et al. 2021, eq. 8 /
+    Tweedie's formula: E[eps | x_t] = -sqrt(1 - alpha_bar) grad log q(x_t))."""
+    return -eps / signal_noise(schedule, i, x_t)[1]
+
+
 def prediction_target(schedule: Schedule, x0: Tensor, i: Tensor, eps: Tensor, prediction: str) -> Tensor:
     """What a network trained with `prediction` (eps, x0 or v) should output for this x_0 and eps."""
     check_prediction(prediction)

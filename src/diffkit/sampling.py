@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from torch import Tensor
 from diffkit.errors import DiffkitError
 from diffkit.process import (Denoiser, call_denoiser, eps_from_x0, gather, posterior, reverse_variance, signal_noise,
                              x0_from_eps)
-from diffkit.schedule import SPACINGS, Schedule, karras, respace, spaced_timesteps
+from diffkit.schedule import INTEGER_SPACINGS, SPACINGS, Schedule, at_timesteps
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Step:
 
 def training_step(schedule: Schedule, i: int) -> int | float:
     """The training step behind index i: an int, or a float on a grid with fractional steps (Karras)."""
-    t = schedule.timesteps[i]
+    t = schedule.timesteps[i].detach()  # a fitted grid's steps carry gradients while it is fitted (grids.py)
     return float(t) if t.is_floating_point() else int(t)
 
 
@@ -105,24 +105,58 @@ def dpmpp_2m(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | Non
     First order (= DDIM) at the first step, which has no history, and at the last step to sigma = 0, where
     h = lambda_t - lambda_s is infinite (diffusers' lower_order_final with final_sigmas_type="zero").
     """
-    x, log_snr = x_T, schedule.log_snr.to(x_T.device)
-    x0_previous, lambda_previous = None, None
+    yield from _dpmpp_multistep(denoise, x_T, schedule, y, clip_x0, max_order=2)
+
+
+def dpmpp_3m(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None = None, *,
+             generator: torch.Generator | None = None, clip_x0: float | None = None) -> Iterator[Step]:
+    """DPM-Solver++(3M) (Lu et al. 2022, sec. 4 and App. B: the third-order multistep in the data prediction).
+
+    Orders as diffusers' DPMSolverMultistepScheduler(solver_order=3): 1, 2, then 3; first order at the last step
+    and, on grids of fewer than 15 steps, second order at the one before it (its lower_order_final).
+    """
+    yield from _dpmpp_multistep(denoise, x_T, schedule, y, clip_x0, max_order=3)
+
+
+def _dpmpp_multistep(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None,
+                     clip_x0: float | None, max_order: int) -> Iterator[Step]:
+    """DPM-Solver++ multistep of order up to max_order, warming up from first order and lowering it at the end."""
+    x, lambdas = x_T, 0.5 * schedule.log_snr.to(x_T.device)  # lambda = log(alpha / sigma), DPM-Solver eq. 3
+    history: list[tuple[Tensor, int]] = []  # (x0_hat, index) of the points visited, latest last
     for i in reversed(range(schedule.T)):
         _, x0_hat = _predict(denoise, schedule, x, i, y, clip_x0)
         yield Step(training_step(schedule, i), x, x0_hat)
-        alpha_s, sigma_s = signal_noise(schedule, i, x)
-        alpha_t, sigma_t = _target_signal_noise(schedule, i, x)
-        lambda_s = 0.5 * gather(log_snr, i, x)  # lambda = log(alpha / sigma), DPM-Solver eq. 3
-        D = x0_hat
-        if x0_previous is not None and i > 0:
-            h = 0.5 * gather(log_snr, i - 1, x) - lambda_s
-            r = (lambda_s - lambda_previous) / h
-            D = x0_hat + (x0_hat - x0_previous) / (2 * r)  # Algorithm 2, line 6: D = (1 + 1/2r) x0_i - 1/2r x0_{i-1}
-        # Algorithm 2 update: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) D, with
-        # alpha_t (e^{-h} - 1) = sigma_t alpha_s / sigma_s - alpha_t written without the infinite h at sigma_t = 0.
-        x = (sigma_t / sigma_s) * x + (alpha_t - sigma_t * alpha_s / sigma_s) * D
-        x0_previous, lambda_previous = x0_hat, lambda_s
+        history.append((x0_hat, i))
+        order = 1 if i == 0 else min(max_order, len(history), 2 if i == 1 and schedule.T < 15 else max_order)
+        x = _dpmpp_update(schedule, lambdas, x, i, history[-order:])
     yield Step(-1, x, x)
+
+
+def _dpmpp_update(schedule: Schedule, lambdas: Tensor, x: Tensor, i: int, history: list[tuple[Tensor, int]]) -> Tensor:
+    """One DPM-Solver++ step from index i using the x0_hat of the last len(history) points (Lu et al. 2022,
+    Algorithm 2 and diffusers' multistep_dpm_solver_{second,third}_order_update for dpmsolver++)."""
+    m0 = history[-1][0]
+    alpha_s, sigma_s = signal_noise(schedule, i, x)
+    alpha_t, sigma_t = _target_signal_noise(schedule, i, x)
+    # First order: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) m0, with alpha_t (e^{-h} - 1) =
+    # sigma_t alpha_s / sigma_s - alpha_t written without the infinite h at sigma_t = 0.
+    first_coefficient = alpha_t - sigma_t * alpha_s / sigma_s  # = -alpha_t (e^{-h} - 1)
+    x_next = (sigma_t / sigma_s) * x + first_coefficient * m0
+    if len(history) == 1:
+        return x_next
+    lambda_s, lambda_t = gather(lambdas, i, x), gather(lambdas, i - 1, x)
+    h = lambda_t - lambda_s
+    lambda_1 = gather(lambdas, history[-2][1], x)
+    r0 = (lambda_s - lambda_1) / h
+    D1_0 = (m0 - history[-2][0]) / r0
+    if len(history) == 2:  # Algorithm 2, line 6: D = (1 + 1/2r) x0_i - 1/2r x0_{i-1}
+        return x_next + first_coefficient * 0.5 * D1_0
+    r1 = (lambda_1 - gather(lambdas, history[-3][1], x)) / h
+    D1_1 = (history[-2][0] - history[-3][0]) / r1
+    D1 = D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1)  # first and second divided differences of x0_hat in lambda
+    D2 = (D1_0 - D1_1) / (r0 + r1)
+    phi = torch.expm1(-h)  # e^{-h} - 1
+    return x_next + alpha_t * (phi / h + 1.0) * D1 - alpha_t * ((phi + h) / h**2 - 0.5) * D2
 
 
 def unipc(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None = None, *,
@@ -264,22 +298,27 @@ class Sampler(NamedTuple):
     evaluations_per_step: int
     recommended_steps: int = 50  # tests/test_samplers.py checks each on the Gaussian oracle at these settings
     recommended_spacing: str = "trailing"
+    deterministic: bool = True  # an ODE solver: x_0 is a function of x_T (grids.py fits grids for these)
+    last_step_evaluations: int | None = None  # None: like every other step (Heun's last step is Euler: 1)
+
+    def evaluations(self, steps: int) -> int:
+        """Network evaluations (without guidance's doubling) for a run of `steps` steps."""
+        last = self.evaluations_per_step if self.last_step_evaluations is None else self.last_step_evaluations
+        return self.evaluations_per_step * (steps - 1) + last
 
 
 SAMPLERS: dict[str, Sampler] = {
-    "ddpm": Sampler(ddpm, 1, 1000),
+    "ddpm": Sampler(ddpm, 1, 1000, "trailing", False),
     "ddim": Sampler(ddim, 1, 50),
     "dpmpp_2m": Sampler(dpmpp_2m, 1, 20),
+    "dpmpp_3m": Sampler(dpmpp_3m, 1, 20),
     "euler": Sampler(euler, 1, 50),
     # On the Gaussian oracle Heun needs 80 Karras steps (159 evaluations) where DPM-Solver++ needs 20
     # (benchmarks/sampler_oracle.py; DESIGN.md "The sigma view" says why).
-    "heun": Sampler(heun, 2, 80, "karras"),
-    "euler_ancestral": Sampler(euler_ancestral, 1, 200),
+    "heun": Sampler(heun, 2, 80, "karras", last_step_evaluations=1),
+    "euler_ancestral": Sampler(euler_ancestral, 1, 200, "trailing", False),
     "unipc": Sampler(unipc, 1, 20),
 }
-
-
-SAMPLING_SPACINGS = (*SPACINGS, "karras")
 
 
 def get_sampler(name: str) -> Sampler:
@@ -289,16 +328,21 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-def sampling_schedule(schedule: Schedule, steps: int | None = None, spacing: str = "trailing") -> Schedule:
-    """The schedule to sample on: the full one, `steps` of its steps chosen by `spacing`, or with spacing "karras"
-    `steps` noise levels on the Karras rho = 7 grid at fractional training steps (works with every sampler)."""
-    if spacing not in SAMPLING_SPACINGS:
-        raise DiffkitError(f"Unknown timestep spacing '{spacing}'; choose one of: {', '.join(SAMPLING_SPACINGS)}.")
-    if spacing == "karras":
-        return karras(schedule, schedule.T if steps is None else steps)
-    if steps is None or steps == schedule.T:
+SAMPLING_SPACINGS = SPACINGS  # the one dict of grids (schedule.SPACINGS), under the name sampling code has used
+
+
+def sampling_schedule(schedule: Schedule, steps: int | None = None, spacing: str = "trailing",
+                      timesteps: Sequence[float] | Tensor | None = None) -> Schedule:
+    """The schedule to sample on: the full one, or `steps` noise levels chosen by `spacing` (a key of SPACINGS:
+    training steps for uniform/leading/trailing, fractional ones for karras and logsnr), or the explicit ascending
+    training steps `timesteps` (a fitted grid, see grids.py), which override steps and spacing."""
+    if timesteps is not None:
+        return at_timesteps(schedule, torch.as_tensor(timesteps, dtype=torch.float64))
+    if spacing not in SPACINGS:
+        raise DiffkitError(f"Unknown timestep spacing '{spacing}'; choose one of: {', '.join(SPACINGS)}.")
+    if spacing in INTEGER_SPACINGS and (steps is None or steps == schedule.T):
         return schedule
-    return respace(schedule, spaced_timesteps(schedule.T, steps, spacing))
+    return SPACINGS[spacing](schedule, schedule.T if steps is None else steps)
 
 
 def stepwise_inference(step_generator: Callable[..., Iterator[Step]]) -> Callable[..., Iterator[Step]]:
@@ -322,10 +366,11 @@ def stepwise_inference(step_generator: Callable[..., Iterator[Step]]) -> Callabl
 def sample_steps(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], *, sampler: str = "ddim",
                  steps: int | None = None, spacing: str = "trailing", y: Tensor | None = None,
                  generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                 **options) -> Iterator[Step]:
-    """Draw x_T ~ N(0, I) of `shape` and yield the sampler's steps on `steps` steps of `schedule`."""
+                 timesteps: Sequence[float] | None = None, **options) -> Iterator[Step]:
+    """Draw x_T ~ N(0, I) of `shape` and yield the sampler's steps on `steps` steps of `schedule` (or on the
+    explicit training steps `timesteps`, a fitted grid)."""
     run = get_sampler(sampler).run
-    grid = sampling_schedule(schedule, steps, spacing).to(device)
+    grid = sampling_schedule(schedule, steps, spacing, timesteps).to(device)
     x_T = torch.randn(shape, generator=generator, device=device)
     yield from run(denoise, x_T, grid, y, generator=generator, **options)
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from diffkit.errors import DiffkitError
 
 MAX_BETA = 0.999  # Nichol & Dhariwal sec. 3.2: clip betas to avoid singularities near t = T.
-SPACINGS = ("uniform", "leading", "trailing")
+INTEGER_SPACINGS = ("uniform", "leading", "trailing")  # subsets of the training steps
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,7 +168,7 @@ def spaced_timesteps(T: int, n: int, spacing: str = "trailing") -> Tensor:
         # (k T / n) - 1 for k = 1..n; diffusers' arange(T, 0, -T/n) can return n + 1 values by float rounding.
         steps = (torch.arange(1, n + 1, dtype=torch.float64) * T / n).round() - 1
     else:
-        raise DiffkitError(f"Unknown timestep spacing '{spacing}'; choose one of: {', '.join(SPACINGS)}.")
+        raise DiffkitError(f"Unknown timestep spacing '{spacing}'; choose one of: {', '.join(INTEGER_SPACINGS)}.")
     return steps.to(torch.int64)
 
 
@@ -222,18 +222,58 @@ def position_at_log_snr(schedule: Schedule, log_snr: Tensor) -> Tensor:
     return low + weight
 
 
+def at_log_snr(schedule: Schedule, log_snr: Tensor, dtype: torch.dtype = torch.float32) -> Schedule:
+    """A sampling schedule at the given log SNRs (n, descending: index 0 is the least noisy), at the fractional
+    training steps whose interpolated log SNR they are (log-sigma interpolation, k-diffusion's sigma_to_t)."""
+    log_snr = log_snr.to(torch.float64)
+    alpha_bar = torch.sigmoid(log_snr)  # log SNR = log(alpha_bar / (1 - alpha_bar))
+    timesteps = interpolate(schedule.timesteps, position_at_log_snr(schedule, log_snr))  # (n,) float64
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    return Schedule((1.0 - alpha_bar / alpha_bar_prev).to(dtype), alpha_bar.to(dtype), timesteps)
+
+
+def at_timesteps(schedule: Schedule, timesteps: Tensor) -> Schedule:
+    """A sampling schedule at explicit, strictly increasing fractional indices of `schedule` (its training steps
+    when it is the full training schedule), e.g. a fitted grid (grids.py)."""
+    timesteps = torch.as_tensor(timesteps, dtype=torch.float64)
+    if (timesteps.ndim != 1 or timesteps.numel() < 1 or not bool(torch.isfinite(timesteps).all())
+            or bool((timesteps[1:] <= timesteps[:-1]).any()) or timesteps[0] < 0 or timesteps[-1] > schedule.T - 1):
+        raise DiffkitError(f"A timestep grid must be a strictly increasing list of steps within [0, {schedule.T - 1}].")
+    return at_log_snr(schedule, log_snr_at(schedule, timesteps))
+
+
+def _ramp(n: int) -> Tensor:
+    """n points from 0 to 1; a single step is the last one (sampling with one step starts at the noisiest)."""
+    return torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.ones(1, dtype=torch.float64)
+
+
 def karras(schedule: Schedule, n: int, rho: float = 7.0) -> Schedule:
     """n sampling steps with noise levels sigma_i spaced as in Karras et al. 2022 (eq. 5, rho = 7) between the
     training schedule's sigma_min and sigma_max; their training steps are fractional (log-sigma interpolation)."""
     _check_steps(n)
     sigma = schedule.sigma.to(torch.float64)
-    # A single step starts at sigma_max, as k-diffusion's get_sigmas_karras does.
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.ones(1, dtype=torch.float64)
     low, high = sigma[0] ** (1 / rho), sigma[-1] ** (1 / rho)
     # EDM eq. 5: sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, ascending here.
-    sigmas = (low + ramp * (high - low)) ** rho  # (n,)
-    alpha_bar = 1.0 / (1.0 + sigmas**2)
-    position = position_at_log_snr(schedule, -2.0 * sigmas.log())
-    timesteps = interpolate(schedule.timesteps, position)  # (n,) float64 training steps
-    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
-    return Schedule((1.0 - alpha_bar / alpha_bar_prev).float(), alpha_bar.float(), timesteps)
+    sigmas = (low + _ramp(n) * (high - low)) ** rho  # (n,)
+    return at_log_snr(schedule, -2.0 * sigmas.log())
+
+
+def log_snr_uniform(schedule: Schedule, n: int) -> Schedule:
+    """n sampling steps evenly spaced in log SNR between the training schedule's ends, at fractional training steps:
+    DPM-Solver's "logSNR" skip type, which its code recommends for low-resolution pixel models (Lu et al. 2022)."""
+    _check_steps(n)
+    high, low = log_snr_at(schedule, torch.tensor([0.0, schedule.T - 1.0]))  # float64 from alpha_bar
+    return at_log_snr(schedule, high + _ramp(n) * (low - high))
+
+
+def _respaced(spacing: str) -> Callable[[Schedule, int], Schedule]:
+    """The spacing as a grid function: n integer training steps chosen by `spaced_timesteps`."""
+    return lambda schedule, n: respace(schedule, spaced_timesteps(schedule.T, n, spacing))
+
+
+# Every timestep grid a sampler can run on: name -> (training schedule, n) -> the n-step sampling schedule.
+SPACINGS: dict[str, Callable[[Schedule, int], Schedule]] = {
+    **{spacing: _respaced(spacing) for spacing in INTEGER_SPACINGS},
+    "karras": karras,
+    "logsnr": log_snr_uniform,
+}

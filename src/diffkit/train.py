@@ -10,32 +10,36 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
-import threading
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from lightning.fabric import Fabric
 from torch import Tensor
 from tqdm import tqdm
 
-from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of
-from diffkit.checkpoint import (SAMPLES_DIR, STATE_FILE, load_state, prepare_run_dir, restore_random_states,
-                                save_training_state)
-from diffkit.config import Config, TrainConfig, save_config
+from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of, weight_differences
+from diffkit.checkpoint import load_state, restore_random_states, save_training_state, write_failure
+from diffkit.config import Config, save_config
 from diffkit.ema import EMA, ema_decay
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
 from diffkit.images import save_grid
 from diffkit.loss import diffusion_loss
 from diffkit.nn.unet import UNet
+from diffkit.optimizer import learning_rate, make_optimizer
+from diffkit.progress import step_bar
+from diffkit.run_directory import CONFIG_FILE, SAMPLES_DIR, STATE_FILE, prepare_run_dir
 from diffkit.run_log import MetricsLog
 from diffkit.schedule import Schedule
+from diffkit.seeds import NOISE_STREAM, SAMPLE_STREAM, TORCH_STREAM, derive_seed
+from diffkit.stop_request import StopRequest
 from diffkit.text.captions import CaptionTable
-from diffkit.train_data import (NOISE_STREAM, SAMPLE_STREAM, TORCH_STREAM, ShardedBatches, TrainingImages,
-                                derive_seed, load_training_images)
+from diffkit.train_data import ShardedBatches, TrainingImages, load_training_images
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -73,26 +77,9 @@ class Run:
     captions: CaptionTable | None = None  # text models: each label's cached caption embedding
     step: int = 0
     elapsed_seconds: float = 0.0  # training time over all sessions
-
-
-def learning_rate(step: int, train: TrainConfig) -> float:
-    """Linear warm-up over warmup_steps, then cosine decay to min_lr_ratio * lr at decay_steps (then flat)."""
-    if step < train.warmup_steps:
-        return train.lr * (step + 1) / train.warmup_steps
-    horizon = train.decay_steps or train.max_steps
-    if train.lr_schedule == "constant" or horizon is None or horizon <= train.warmup_steps:
-        return train.lr
-    progress = min((step - train.warmup_steps) / (horizon - train.warmup_steps), 1.0)
-    ratio = train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return train.lr * ratio
-
-
-def make_optimizer(network: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
-    """AdamW that decays only weight matrices and kernels, not biases, norms or embeddings' 1-d scales."""
-    decayed = [p for p in network.parameters() if p.ndim >= 2]
-    plain = [p for p in network.parameters() if p.ndim < 2]
-    groups = [{"params": decayed, "weight_decay": train.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, train.adam_beta2))
+    saved_step: int | None = None  # the step state.ckpt holds (None before the first checkpoint)
+    log: MetricsLog | None = None  # rank 0 only
+    quiet: bool = False  # no progress bar or status lines
 
 
 def make_fabric(config: Config, launch: Launch) -> Fabric:
@@ -107,14 +94,20 @@ def make_fabric(config: Config, launch: Launch) -> Fabric:
                            f"num_nodes={launch.num_nodes} ({error}); change those flags.") from error
 
 
-def resolve_config(config: Config, dataset: TrainingImages) -> Config:
-    """The config with data.size filled in from the dataset, after checking the model fits the data."""
+def checked_image_size(config, dataset: TrainingImages) -> int:
+    """The dataset's image size, after checking model.in_channels and data.size of any trainer's config agree."""
     channels, size = int(dataset.images.shape[1]), int(dataset.images.shape[2])
     if config.model.in_channels != channels:
         raise DiffkitError(f"The dataset has {channels}-channel images but model.in_channels="
                            f"{config.model.in_channels}; set model.in_channels={channels}.")
     if config.data.size not in (None, size):
         raise DiffkitError(f"The dataset's images are {size} px but data.size={config.data.size}.")
+    return size
+
+
+def resolve_config(config: Config, dataset: TrainingImages) -> Config:
+    """The config with data.size filled in from the dataset, after checking the model fits the data."""
+    size = checked_image_size(config, dataset)
     classes = config.model.num_classes
     if classes and dataset.num_classes != classes:
         raise DiffkitError(f"model.num_classes={classes} but the dataset has {dataset.num_classes} classes; "
@@ -136,7 +129,8 @@ def resolve_text(config: Config) -> Config:
     return dataclasses.replace(config, text=dataclasses.replace(config.text, encoder_sha256=digest))
 
 
-def load_captions(fabric: Fabric, config: Config, dataset: TrainingImages) -> CaptionTable | None:
+def load_captions(fabric: Fabric, config: Config, dataset: TrainingImages,
+                  quiet: bool = False) -> CaptionTable | None:
     """The cached caption embeddings of a text model's classes (rank 0 encodes them if needed, then the rest read)."""
     if config.text.captions == "none":
         return None
@@ -145,7 +139,7 @@ def load_captions(fabric: Fabric, config: Config, dataset: TrainingImages) -> Ca
 
     captions = dataset_captions(dataset, config.text.captions)
     text, directory = config.text, resolve_data_dir(config.data.data_dir)
-    log = print if fabric.is_global_zero else (lambda message: None)
+    log = print if fabric.is_global_zero and not quiet else (lambda message: None)
     table = caption_table(captions, text.encoder, text.max_tokens, directory, log) if fabric.is_global_zero else None
     fabric.barrier()
     if table is None:
@@ -153,8 +147,12 @@ def load_captions(fabric: Fabric, config: Config, dataset: TrainingImages) -> Ca
     return table.to(fabric.device)
 
 
-def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: Path, resume: bool) -> Run:
-    """Build network, EMA, optimizer and data shards on this process; restore state.ckpt when resuming."""
+def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: Path,
+              resume: bool) -> tuple[Run, list[dict]]:
+    """Build network, EMA, optimizer and data shards on this process; restore state.ckpt when resuming.
+
+    Also returns the metrics rows the checkpoint holds (see `checkpoint`).
+    """
     train = config.train
     torch.manual_seed(derive_seed(train.seed, TORCH_STREAM))  # the same initial weights on every process
     network = UNet(config.model)
@@ -169,9 +167,12 @@ def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: 
                              fabric.device)
     run = Run(fabric, config, run_dir, network, model, optimizer, ema, schedule_of(config).to(fabric.device),
               batches, noise)
-    if resume:
-        restore_run(run, load_state(run_dir / STATE_FILE))
-    return run
+    if not resume:
+        return run, []
+    state = load_state(run_dir / STATE_FILE)
+    restore_run(run, state)
+    run.saved_step = run.step
+    return run, state.get("log_rows", [])
 
 
 def restore_run(run: Run, state: dict) -> None:
@@ -179,6 +180,7 @@ def restore_run(run: Run, state: dict) -> None:
     if state["dataset_length"] != run.batches.count:
         raise DiffkitError(f"The checkpoint was trained on {state['dataset_length']} images but the dataset now "
                            f"has {run.batches.count}; resume with the same data.")
+    _check_same_model(run, state)
     run.network.load_state_dict(state["model"])
     run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -193,21 +195,59 @@ def restore_run(run: Run, state: dict) -> None:
                   f"{fabric.world_size}; random streams were reseeded, so it is not a bit-exact continuation.")
 
 
+def _check_same_model(run: Run, state: dict) -> None:
+    """Refuse a state.ckpt whose weights do not fit the network config.json describes, naming what differs."""
+    differences = weight_differences(run.network.state_dict(), state["model"])
+    if not differences:
+        return
+    saved = state["config"].get("model", {}) if isinstance(state.get("config"), dict) else {}
+    keys = [f"model.{key}={saved[key]!r} (config.json: {value!r})" for key, value in run.config.model.to_dict().items()
+            if key in saved and saved[key] != value]
+    what = f"it was trained with {', '.join(keys)}" if keys else f"weights differ: {'; '.join(differences)}"
+    raise DiffkitError(f"{run.run_dir / STATE_FILE} holds a different model than {run.run_dir / CONFIG_FILE} ({what}); "
+                       "put the checkpoint's values back into config.json's [model] section, then resume.")
+
+
 def checkpoint(run: Run) -> None:
-    """Write state.ckpt and model.safetensors (EMA) atomically; every process must call this."""
+    """Write state.ckpt (with EMA), then model.safetensors (the EMA weights), config.json and the logged rows."""
+    write_checkpoint(run, run.ema.module, ema=run.ema.state_dict())
+
+
+def write_checkpoint(run, weights: torch.nn.Module, **extra_state) -> None:
+    """Write state.ckpt, then `weights` as model.safetensors, config.json and the logged rows; every process calls
+    this. `run` is any trainer's run (a `Run` or the autoencoder's); `extra_state` joins the saved state.
+
+    The order keeps every file at or behind state.ckpt: if a write fails (a full disk), the files already
+    written describe the new checkpoint and the rest still describe the previous one.
+    """
     state = {
         "config": run.config.to_dict(), "step": run.step, "epoch": run.batches.position(run.step)[0],
         "dataset_length": run.batches.count, "elapsed_seconds": run.elapsed_seconds,
-        "model": run.network.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "model": run.network.state_dict(), "optimizer": run.optimizer.state_dict(), **extra_state,
+        # The rows metrics.csv gets next: a process killed before appending them loses none (resume adds them).
+        "log_rows": list(run.log.pending) if run.log is not None else [],
     }
-    save_training_state(run.fabric, run.run_dir / STATE_FILE, state, run.noise)
-    if run.fabric.is_global_zero:
-        save_weights(run.ema.module, run.run_dir / WEIGHTS_FILE)
+    path = run.run_dir / STATE_FILE
+    try:
+        save_training_state(run.fabric, path, state, run.noise)
+        if run.fabric.is_global_zero:
+            path = run.run_dir / WEIGHTS_FILE
+            save_weights(weights, path)
+            path = run.run_dir / CONFIG_FILE
+            save_config(run.config, path)  # a resumed run's new train.* values, now held by a checkpoint
+            path = run.log.path
+            run.log.commit()
+    except OSError as error:
+        raise write_failure(error, path, run.step if path.name != STATE_FILE else run.saved_step) from None
+    run.saved_step = run.step
 
 
-def write_samples(run: Run) -> Path:
+def write_samples(run: Run, final: bool = False) -> Path:
     """Draw the config's sample grid from the EMA weights (fixed seed, so grids are comparable over time)."""
     sample = run.config.sample
+    if final and not run.quiet:  # the bar sits at 100% meanwhile: say what is happening
+        print(f"diffkit: drawing the final sample grid ({sample.n} images, {sample.sampler}, {sample.steps} steps)...",
+              file=sys.stderr, flush=True)
     bundle = Bundle(run.ema.module, run.schedule, run.config)
     images = bundle.sample(sample.n, seed=derive_seed(sample.seed, SAMPLE_STREAM))
     return save_grid(images, run.run_dir / SAMPLES_DIR / f"step_{run.step:07d}.png")
@@ -236,148 +276,202 @@ def agree(fabric: Fabric, loss: Tensor, stop: bool) -> tuple[float, bool, bool]:
     return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0
 
 
-def optimizer_step(run: Run, loss: Tensor) -> float:
-    """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
-    for group in run.optimizer.param_groups:
-        group["lr"] = learning_rate(run.step, run.config.train)
-    run.fabric.backward(loss)
+def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor,
+                    lr: float, grad_clip: float | None) -> float:
+    """Backward, clip, optimizer step at `lr`; returns the gradient norm (non-finite: no step is taken)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    fabric.backward(loss)
     # The norm is always measured (max_norm=inf clips nothing): a finite loss can still have inf/NaN gradients
     # (bf16 overflow), and AdamW would write them into the weights and the next checkpoint.
-    max_norm = run.config.train.grad_clip if run.config.train.grad_clip is not None else float("inf")
-    grad_norm = float(run.fabric.clip_gradients(run.model, run.optimizer, max_norm=max_norm,
-                                                error_if_nonfinite=False))
+    max_norm = grad_clip if grad_clip is not None else float("inf")
+    grad_norm = float(fabric.clip_gradients(model, optimizer, max_norm=max_norm, error_if_nonfinite=False))
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def optimizer_step(run: Run, loss: Tensor) -> float:
+    """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
+    train = run.config.train
+    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss, learning_rate(run.step, train),
+                                train.grad_clip)
     if not math.isfinite(grad_norm):
-        run.optimizer.zero_grad(set_to_none=True)
         return grad_norm  # the caller stops the run; the weights were not touched
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
     run.ema.update(run.network)
     run.step += 1
     return grad_norm
 
 
-class StopRequest:
-    """SIGINT/SIGTERM ask the loop to checkpoint and return; a second signal acts as usual (kills)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
-            self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
-        return self
-
-    def _handle(self, number: int, frame) -> None:
-        self.signal_name = signal.Signals(number).name
-        self._restore()
-
-    def _restore(self) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous = {}
-
-    def __exit__(self, *exception) -> None:
-        self._restore()
-
-
 def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = False,
-          dataset: TrainingImages | None = None, launch: Launch = Launch(), name: str = "run") -> TrainResult:
+          dataset: TrainingImages | None = None, launch: Launch = Launch(), name: str = "run",
+          quiet: bool = False) -> TrainResult:
     """Train (or with resume=True continue) the run in `run_dir` until a budget or a signal stops it.
 
     Seeds the global torch RNG (network initialisation and dropout come from it); `dataset` replaces the
-    config's data section (any object with uint8 `images`, int64 `labels` and `num_classes`).
+    config's data section (any object with uint8 `images`, int64 `labels` and `num_classes`). The run directory
+    is locked while training; `quiet` turns off the progress bar and status lines (errors still show).
     """
     fabric = make_fabric(config, launch)
     fabric.launch()
     if dataset is None:
-        dataset = _load_in_rank_order(fabric, config)
+        dataset = load_in_rank_order(fabric, config)
     config = resolve_config(config, dataset)
-    run_dir = prepare_run_dir(fabric, config, run_dir, name, resume)
-    run = setup_run(fabric, config, dataset, run_dir, resume)
-    run.captions = load_captions(fabric, config, dataset)
-    if resume and fabric.is_global_zero:
-        save_config(config, run_dir / "config.json")  # the new train.* / sample.* values, now that resume worked
-    with StopRequest() as stop:
-        return training_loop(run, stop, resumed=resume)
+    run_dir, lock = prepare_run_dir(fabric, config, run_dir, name, resume)
+    try:
+        run, state_rows = setup_run(fabric, config, dataset, run_dir, resume)
+        run.quiet = quiet
+        run.captions = load_captions(fabric, config, dataset, quiet)
+        if resume:
+            check_steps_left(run)
+        if fabric.is_global_zero:
+            if resume:  # a damaged bundle is rewritten from the state it was made from
+                _write_or_explain(run, lambda: save_weights(run.ema.module, run_dir / WEIGHTS_FILE), WEIGHTS_FILE)
+            run.log = MetricsLog(run_dir, run.step, state_rows)
+            print(summary(run, name, resume), flush=True)
+        with StopRequest() as stop:
+            return training_loop(run, stop)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _load_in_rank_order(fabric: Fabric, config: Config) -> TrainingImages:
+def check_steps_left(run: Run) -> None:
+    """A resumed run that is already at train.max_steps would train nothing: say so instead."""
+    max_steps = run.config.train.max_steps
+    if max_steps is not None and run.step >= max_steps:
+        raise DiffkitError(f"{run.run_dir} is already at step {run.step}, which reaches train.max_steps={max_steps}; "
+                           f"pass --max-steps above {run.step} to train on.")
+
+
+def _write_or_explain(run: Run, write, name: str) -> None:
+    """Run a file write; a full disk or another OS error becomes the one sentence of `write_failure`."""
+    try:
+        write()
+    except OSError as error:
+        raise write_failure(error, run.run_dir / name, run.saved_step) from None
+
+
+def summary(run: Run, preset: str, resumed: bool) -> str:
+    """The few lines printed when training starts (the full config is in the run's config.json)."""
+    config, train = run.config, run.config.train
+    parameters = sum(parameter.numel() for parameter in run.network.parameters())
+    budget = " and ".join(part for part in (
+        f"{train.max_steps} steps" if train.max_steps is not None else "",
+        f"{train.max_minutes:g} minutes" if train.max_minutes is not None else "") if part) or "no limit (Ctrl-C stops)"
+    start = f"resuming at step {run.step}" if resumed else f"preset {preset}"
+    return (f"diffkit: {start}; dataset {config.data.dataset} ({run.batches.count} images, {config.data.size} px); "
+            f"{parameters / 1e6:.2f} M parameters; budget {budget}\n"
+            f"diffkit: run directory {run.run_dir} (full config in {run.run_dir / CONFIG_FILE})")
+
+
+def load_in_rank_order(fabric: Fabric, config: Config) -> TrainingImages:
     """Rank 0 loads (and caches) the dataset first, then the others read the cache."""
     dataset = load_training_images(config.data) if fabric.is_global_zero else None
     fabric.barrier()
     return dataset if dataset is not None else load_training_images(config.data)
 
 
-def training_loop(run: Run, stop: StopRequest, resumed: bool) -> TrainResult:
-    """Step until max_steps, max_minutes or a signal; checkpoint, sample and log on the way and at the end."""
+@dataclass(frozen=True)
+class LoopParts:
+    """What one kind of training plugs into `training_loop` (the diffusion model's: `DIFFUSION_PARTS`)."""
+
+    loss: Callable  # run -> (loss tensor, this process's extra numbers for the log row: a tuple of floats)
+    step: Callable  # (run, loss) -> gradient norm; advances run.step unless the norm is non-finite
+    columns: Callable  # (run, interval means of (loss, *extras)) -> the row's own columns beyond the shared ones
+    checkpoint: Callable  # run -> None; every process calls it
+    grid: Callable  # (run, final) -> the PNG written; rank 0 only
+    grid_name: str = "samples"  # what the grid shows, for the progress bar
+
+
+def training_loop(run: Run, stop: StopRequest, parts: LoopParts | None = None) -> TrainResult:
+    """Step until max_steps, max_minutes or a signal; checkpoint, draw grids and log on the way and at the end."""
+    parts = parts or DIFFUSION_PARTS
     fabric, train = run.fabric, run.config.train
-    log = MetricsLog(run.run_dir, run.step if resumed else None) if fabric.is_global_zero else None
-    progress = tqdm(total=train.max_steps, initial=run.step, unit="step", dynamic_ncols=True,
-                    disable=not fabric.is_global_zero)
+    # The bar goes to stderr, and only to a terminal: logs and pipes get the metrics.csv rows instead.
+    progress = step_bar(train.max_steps, run.step, shown=fabric.is_global_zero and not run.quiet)
     started = interval_started = time.monotonic()
-    interval_losses: list[float] = []
-    saved_step = run.step if resumed else None
+    interval: list[tuple[float, ...]] = []
     stopped_by, loss_value = None, None
     try:
         while stopped_by is None and (train.max_steps is None or run.step < train.max_steps):
             step_started = time.monotonic()
-            loss = compute_loss(run)
+            loss, extras = parts.loss(run)
             out_of_time = train.max_minutes is not None and step_started - started >= train.max_minutes * 60
             loss_value, nonfinite, stopping = agree(fabric, loss, stop.signal_name is not None or out_of_time)
             if nonfinite:
-                raise DiffkitError(_nonfinite_message(run, f"loss became {loss_value}", saved_step))
-            grad_norm = optimizer_step(run, loss)
+                raise DiffkitError(_nonfinite_message(run, f"loss became {loss_value}"))
+            grad_norm = parts.step(run, loss)
             if not math.isfinite(grad_norm):
-                raise DiffkitError(_nonfinite_message(run, f"gradient norm became {grad_norm}", saved_step))
+                raise DiffkitError(_nonfinite_message(run, f"gradient norm became {grad_norm}"))
             run.elapsed_seconds += time.monotonic() - step_started
-            interval_losses.append(loss_value)
+            interval.append((loss_value, *extras))
             progress.update(1)
-            if run.step % train.log_every == 0 and log is not None:
-                seconds = time.monotonic() - interval_started
-                images_per_second = len(interval_losses) * train.batch_size / max(seconds, 1e-9)
-                _log_row(run, log, progress, sum(interval_losses) / len(interval_losses), grad_norm,
-                         images_per_second)
-                interval_losses, interval_started = [], time.monotonic()
-            if run.step % train.checkpoint_every == 0:
-                checkpoint(run)
-                saved_step = run.step
-            if train.sample_every and run.step % train.sample_every == 0 and fabric.is_global_zero:
-                write_samples(run)
+            if run.step % train.log_every == 0 and run.log is not None:
+                _log_row(run, parts, progress, interval, grad_norm, time.monotonic() - interval_started)
+                interval, interval_started = [], time.monotonic()
+            _periodic_files(run, parts)
             if stopping:
                 stopped_by = stop.signal_name or ("max_minutes" if out_of_time else "another process stopping")
         stopped_by = stopped_by or "max_steps"
-        if saved_step != run.step:
-            checkpoint(run)
-        finished = stopped_by in ("max_steps", "max_minutes")
-        if finished and train.sample_every and run.step % train.sample_every != 0 and fabric.is_global_zero:
-            write_samples(run)
+        _final_files(run, parts, progress, finished=stopped_by in ("max_steps", "max_minutes"))
     finally:
         progress.close()
-        if log is not None:
-            log.close()
+        if run.log is not None:
+            run.log.close()
     if fabric.is_global_zero:
         print(f"diffkit: stopped by {stopped_by} at step {run.step}; the model is in {run.run_dir}", flush=True)
     return TrainResult(run.run_dir, run.step, stopped_by, loss_value)
 
 
-def _log_row(run: Run, log: MetricsLog, progress: tqdm, loss: float, grad_norm: float | None,
-             images_per_second: float) -> None:
-    """One metrics.csv row and the progress bar's loss and images/s."""
-    log.write({
-        "step": run.step, "epoch": run.batches.position(run.step - 1)[0], "loss": loss,
+def _periodic_files(run: Run, parts: LoopParts) -> None:
+    """The checkpoint and the grid due at this step, if any."""
+    train = run.config.train
+    if run.step % train.checkpoint_every == 0:
+        parts.checkpoint(run)
+    if train.sample_every and run.step % train.sample_every == 0 and run.fabric.is_global_zero:
+        parts.grid(run, False)
+
+
+def _final_files(run: Run, parts: LoopParts, progress: tqdm, finished: bool) -> None:
+    """The last checkpoint (unless this step's is written) and, when a budget ended the run, the last grid."""
+    if run.saved_step != run.step:
+        parts.checkpoint(run)
+    sample_every = run.config.train.sample_every
+    if finished and sample_every and run.step % sample_every != 0 and run.fabric.is_global_zero:
+        progress.set_description(f"drawing the final {parts.grid_name}")
+        progress.refresh()
+        parts.grid(run, True)
+
+
+def _log_row(run: Run, parts: LoopParts, progress: tqdm, interval: list[tuple[float, ...]], grad_norm: float,
+             seconds: float) -> None:
+    """One metrics.csv row of interval means (written with the next checkpoint); the bar's loss and images/s."""
+    means = tuple(sum(values) / len(interval) for values in zip(*interval))
+    images_per_second = len(interval) * run.config.train.batch_size / max(seconds, 1e-9)
+    run.log.write({
+        "step": run.step, "epoch": run.batches.position(run.step - 1)[0], "loss": means[0],
         "lr": learning_rate(run.step - 1, run.config.train), "grad_norm": grad_norm,
-        "ema_decay": ema_decay(run.ema.updates - 1, run.ema.decay, run.ema.warmup),
         "images_per_second": images_per_second, "elapsed_minutes": run.elapsed_seconds / 60,
+        **parts.columns(run, means),
     })
-    progress.set_postfix(loss=f"{loss:.4f}", images_per_second=f"{images_per_second:.0f}")
+    progress.set_postfix(loss=f"{means[0]:.4f}", images_per_second=f"{images_per_second:.0f}")
 
 
-def _nonfinite_message(run: Run, what: str, saved_step: int | None) -> str:
+def _diffusion_columns(run: Run, means: tuple[float, ...]) -> dict[str, float]:
+    """The diffusion row's own column: the EMA decay of the last update."""
+    return {"ema_decay": ema_decay(run.ema.updates - 1, run.ema.decay, run.ema.warmup)}
+
+
+DIFFUSION_PARTS = LoopParts(loss=lambda run: (compute_loss(run), ()), step=optimizer_step,
+                            columns=_diffusion_columns, checkpoint=checkpoint,
+                            grid=lambda run, final: write_samples(run, final=final))
+
+
+def _nonfinite_message(run: Run, what: str) -> str:
     """The one sentence a NaN/inf loss or gradient ends the run with."""
-    where = (f"the last checkpoint {run.run_dir / STATE_FILE} (step {saved_step}) is untouched"
-             if saved_step is not None else "no checkpoint had been written yet")
+    where = (f"the last checkpoint {run.run_dir / STATE_FILE} (step {run.saved_step}) is untouched"
+             if run.saved_step is not None else "no checkpoint had been written yet")
     return (f"The training {what} at step {run.step + 1}; training stopped and {where}; "
             "lower train.lr or set train.grad_clip, then resume.")

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from diffkit.config import DataConfig
-from diffkit.data.dataset import ImageDataset
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, warnings_as_lines
 from diffkit.images import to_model_range
-
-# Independent random streams derived from the run's seed (see derive_seed).
-DATA_STREAM, NOISE_STREAM, TORCH_STREAM, SAMPLE_STREAM, SYNTHETIC_STREAM = range(5)
+from diffkit.seeds import DATA_STREAM, derive_seed
 
 
 class TrainingImages(Protocol):
@@ -33,36 +29,16 @@ class TrainingImages(Protocol):
     def num_classes(self) -> int: ...
 
 
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 63-bit seed from integers (numpy's SeedSequence), so streams never overlap by accident."""
-    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def synthetic_images(size: int = 8, count: int = 64, channels: int = 1, classes: int = 4,
-                     seed: int = 0) -> ImageDataset:
-    """`count` noisy images of squares at `classes` positions: learnable in a few steps, no files needed."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, SYNTHETIC_STREAM))
-    labels = torch.arange(count) % classes  # (N,)
-    images = torch.rand((count, channels, size, size), generator=generator) * 60  # dim noisy background
-    side = max(size // 3, 1)
-    for index in range(count):
-        corner = (int(labels[index]) * (size - side)) // max(classes - 1, 1)
-        images[index, :, corner:corner + side, corner:corner + side] = 200 + 55 * torch.rand(1, generator=generator)
-    return ImageDataset(images.round().to(torch.uint8), labels.to(torch.int64),
-                        class_names=[str(k) for k in range(classes)], name="synthetic")
-
-
 def load_training_images(data: DataConfig) -> TrainingImages:
-    """The dataset a DataConfig names: `synthetic` (built in) or any dataset of diffkit.data."""
-    if data.dataset == "synthetic":
-        try:
-            return synthetic_images(size=data.size or 8, **data.options)
-        except TypeError as error:
-            raise DiffkitError(f"Bad option for the synthetic dataset ({error}); its options are count, "
-                               "channels, classes and seed.") from error
-    from diffkit.data import load_dataset  # the data package is optional for the synthetic set
+    """The training split of the dataset a DataConfig names; its warnings become `diffkit: warning:` lines."""
+    from diffkit.data import load_dataset
+    from diffkit.data.folder import UnreadableImagesError
 
-    return load_dataset(data.dataset, size=data.size, split="train", data_dir=data.data_dir, **data.options)
+    try:
+        with warnings_as_lines():
+            return load_dataset(data.dataset, size=data.size, split="train", data_dir=data.data_dir, **data.options)
+    except UnreadableImagesError as error:  # in training, strict is a config key, not a flag
+        raise error.with_knob("set data.options.strict=false") from None
 
 
 class ShardedBatches:

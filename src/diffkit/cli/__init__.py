@@ -10,10 +10,15 @@ import argparse
 import sys
 import warnings
 
-from diffkit.cli import data, edit, evaluate, export, sample, train, viz
-from diffkit.errors import DiffkitError, DiffkitNotice
+from diffkit.threads import configure_threads, prepare_environment
 
-COMMANDS: tuple = (data, train, sample, edit, evaluate, export, viz)
+prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
+
+from diffkit import progress  # noqa: E402
+from diffkit.cli import autoencoder, data, edit, evaluate, export, grid, sample, serve, train, viz  # noqa: E402
+from diffkit.errors import DiffkitError, DiffkitNotice, warning_line  # noqa: E402
+
+COMMANDS: tuple = (data, train, autoencoder, sample, grid, edit, evaluate, export, viz, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,16 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    progress.set_quiet(getattr(args, "quiet", False))
     show = warnings.showwarning
 
     def notice(message, category, *rest, **keywords) -> None:  # a DiffkitNotice is one plain line
         if issubclass(category, DiffkitNotice):
-            print(f"diffkit: notice: {message}", file=sys.stderr)
+            print(warning_line(message, category), file=sys.stderr)
         else:
             show(message, category, *rest, **keywords)
 
     warnings.showwarning = notice
     try:
+        configure_threads()
         result = args.func(args)
     except DiffkitError as error:
         print(f"diffkit: error: {error}", file=sys.stderr)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-import warnings
+
+from diffkit.errors import warnings_as_lines
 
 
 def add_parser(subparsers) -> None:
@@ -132,11 +132,8 @@ def run_show(args: argparse.Namespace) -> int:
     options = {key: value for key, value in wanted.items() if key in accepted and value not in (None, False)}
     if args.name == "glyphs" and options.get("chars") == "main":
         options.pop("chars")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_as_lines():
         dataset = load_dataset(args.name, size=args.size, split=args.split, data_dir=args.data_dir, **options)
-    for warning in caught:
-        print(f"diffkit: warning: {warning.message}", file=sys.stderr)
     _save_preview(dataset, args.out, count=args.count, nrow=args.nrow, seed=args.seed)
     print(f"{dataset!r}: saved {min(args.count, len(dataset))} images to {args.out}")
     return 0

@@ -1,7 +1,6 @@
-"""`diffkit inpaint | img2img | interpolate`: a bundle + picture files -> a library call in `diffkit.edit` -> a PNG.
-
-Also the glue for `diffkit sample --guidance-sweep 0,1,2,4` (`parse_scales`, `write_guidance_sweep`), which
-`cli/sample.py` calls. No maths here: everything is in `diffkit.edit` and `diffkit.guidance`.
+"""`diffkit inpaint | img2img | interpolate`: a bundle + picture files -> `Bundle.inpaint_steps` /
+`Bundle.img2img_steps` / `Bundle.interpolate` -> a PNG grid. No maths and no sampling rules here: those live in
+`diffkit.bundle.Bundle` and `diffkit.edit`.
 """
 
 from __future__ import annotations
@@ -9,11 +8,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch import Tensor
 
-from diffkit.edit import img2img, inpaint, interpolate
+from diffkit.cli.arguments import add_prompt, add_quiet, add_spacing, finite_float, output_file
 from diffkit.errors import DiffkitError
-from diffkit.guidance import check_conditioning, guidance_sweep, guided_denoiser
+from diffkit.images import PICTURE_SUFFIXES
 from diffkit.sampling import SAMPLERS
 
 
@@ -35,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Noise IMAGE to STRENGTH (0 < S <= 1) of the way to pure noise, then denoise it with a sampler.")
     _common(img2img_parser, default_out="img2img.png", default_steps=50)
     img2img_parser.add_argument("--image", required=True, help="picture to start from")
-    img2img_parser.add_argument("--strength", type=float, required=True, help="0 < S <= 1: how much to redraw")
+    img2img_parser.add_argument("--strength", type=finite_float, required=True, help="0 < S <= 1: how much to redraw")
     img2img_parser.add_argument("--sampler", default="ddim", help=f"one of {', '.join(SAMPLERS)} (default ddim)")
     img2img_parser.set_defaults(func=run_img2img)
 
@@ -58,80 +56,66 @@ def _common(parser: argparse.ArgumentParser, default_out: str, default_steps: in
     """Arguments every editing command takes."""
     parser.add_argument("run", metavar="RUN", help="run directory or bundle (config.json + model.safetensors)")
     parser.add_argument("--steps", type=int, default=default_steps, help=f"sampling steps (default {default_steps})")
-    parser.add_argument("--label", type=int, default=None, help="class to condition on (class-conditional models)")
-    parser.add_argument("--prompt", default=None, help="text models: the English meaning to condition on")
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
+    add_spacing(parser, "the run's with its own sampler, else the sampler's recommended one")
+    parser.add_argument("--label", type=int, default=None,
+                        help="class to condition on (class-conditional models; default: cycle through the classes; "
+                             "-1: unconditional)")
+    parser.add_argument("--guidance", type=finite_float, default=1.0,
+                        help="classifier-free guidance scale (default 1)")
+    add_prompt(parser)
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--out", default=default_out, help=f"picture to write (default {default_out})")
+    parser.add_argument("--out", default=default_out, type=output_file(PICTURE_SUFFIXES),
+                        help=f"picture to write (default {default_out})")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_quiet(parser)
     if with_n:
         parser.add_argument("--n", type=int, default=4, help="how many variations (default 4)")
 
 
-def _open(args: argparse.Namespace, n: int):
-    """(bundle, guided denoiser, labels) for n images, with labels and guidance checked against the model."""
-    from diffkit import load
-    from diffkit.text.prompts import sampling_condition
-
-    if n < 1:
-        raise DiffkitError(f"The number of images must be at least 1, not {n}.")
-    bundle = load(args.run, device=args.device)
-    model = bundle.config.model
-    labels = None
-    if args.label is not None or args.prompt is not None or (args.guidance != 1 and model.num_classes > 0):
-        prompts = None if args.prompt is None else [args.prompt]
-        labels = sampling_condition(bundle.config, n, args.label, prompts, args.device)
-    denoise = guided_denoiser(bundle.denoiser, args.guidance, num_classes=model.num_classes,
-                              context_dim=model.context_dim, labels=labels)
-    return bundle, denoise, labels
-
-
-def _read(path: str, bundle, device: str) -> Tensor:
-    """A picture as (1, C, H, W) in [-1, 1] on `device`, refused unless it has the model's image size."""
+def _read(path: str, bundle) -> torch.Tensor:
+    """A picture file as (1, C, H, W) in [-1, 1] on the bundle's device, refused unless it has the model's size."""
     from diffkit.images import load_image
 
-    channels, height, width = bundle.image_shape
-    image = load_image(path, channels=channels).unsqueeze(0)
-    if tuple(image.shape[-2:]) != (height, width):
-        raise DiffkitError(f"The image {path} is {image.shape[-1]}x{image.shape[-2]} pixels but this model makes "
-                           f"{width}x{height} images; resize it first.")
-    return image.to(device)
-
-
-def _generator(args: argparse.Namespace) -> torch.Generator:
-    """The seeded generator on the chosen device."""
-    return torch.Generator(device=args.device).manual_seed(args.seed)
+    return bundle.check_image(load_image(path, channels=bundle.image_shape[0]), f"The image {path}")
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
     """Inpaint n variations; the grid shows the image, the masked image, then the results."""
+    from diffkit import load
     from diffkit.images import load_image, save_grid
+    from diffkit.progress import run_steps
 
-    bundle, denoise, labels = _open(args, args.n)
-    image = _read(args.image, bundle, args.device)
-    mask = load_image(args.mask, channels=1).to(args.device)  # (1, H, W) in [-1, 1]
-    known = mask < 0  # black (and dark grey) pixels are kept
-    results = inpaint(denoise, bundle.schedule, image.expand(args.n, -1, -1, -1), known, steps=args.steps,
-                      y=labels, generator=_generator(args), resample=args.resample, jump=args.jump, clip_x0=1.0)
-    masked = torch.where(known.unsqueeze(0), image, torch.zeros_like(image))
+    bundle = load(args.run, device=args.device)
+    image = _read(args.image, bundle)
+    known = load_image(args.mask, channels=1) < 0  # (1, H, W): black (and dark grey) pixels are kept
+    steps = bundle.inpaint_steps(image, known, args.n, steps=args.steps, spacing=args.spacing, seed=args.seed,
+                                 label=args.label, guidance=args.guidance, jump=args.jump, resample=args.resample,
+                                 prompt=args.prompt)
+    results = run_steps(steps, description="inpainting")[-1].x_t
+    masked = torch.where(known.to(image.device).unsqueeze(0), image, torch.zeros_like(image))
     print(f"wrote {save_grid(torch.cat([image, masked, results]), args.out, nrow=args.n + 2)}")
     return 0
 
 
 def run_img2img(args: argparse.Namespace) -> int:
     """Redraw the image n times at the given strength; the grid shows the image, then the results."""
+    from diffkit import load
     from diffkit.images import save_grid
+    from diffkit.progress import run_steps
 
-    bundle, denoise, labels = _open(args, args.n)
-    image = _read(args.image, bundle, args.device)
-    results = img2img(denoise, bundle.schedule, image.expand(args.n, -1, -1, -1), args.strength,
-                      sampler=args.sampler, steps=args.steps, y=labels, generator=_generator(args), clip_x0=1.0)
+    bundle = load(args.run, device=args.device)
+    image = _read(args.image, bundle)
+    steps = bundle.img2img_steps(image, args.strength, args.n, sampler=args.sampler, steps=args.steps,
+                                 spacing=args.spacing, seed=args.seed, label=args.label, guidance=args.guidance,
+                                 prompt=args.prompt)
+    results = run_steps(steps, description="img2img")[-1].x_t
     print(f"wrote {save_grid(torch.cat([image, results]), args.out, nrow=args.n + 1)}")
     return 0
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
     """Write the strip morphing image a into image b as one row."""
+    from diffkit import load
     from diffkit.images import save_grid
 
     if args.prompt_b is not None:
@@ -139,57 +123,25 @@ def run_interpolate(args: argparse.Namespace) -> int:
     if not (args.image_a and args.image_b):
         raise DiffkitError("interpolate needs --image-a and --image-b (or, for a text model, --prompt and "
                            "--prompt-b).")
-    bundle, denoise, labels = _open(args, 1)
-    image_a, image_b = _read(args.image_a, bundle, args.device), _read(args.image_b, bundle, args.device)
-    strip = interpolate(denoise, bundle.schedule, image_a, image_b, frames=args.frames, steps=args.steps,
-                        y=labels, refine=args.refine)
+    bundle = load(args.run, device=args.device)
+    strip = bundle.interpolate(_read(args.image_a, bundle), _read(args.image_b, bundle), frames=args.frames,
+                               steps=args.steps, spacing=args.spacing, label=args.label, guidance=args.guidance,
+                               refine=args.refine, prompt=args.prompt)
     print(f"wrote {save_grid(strip, args.out, nrow=args.frames)}")
     return 0
 
 
 def _interpolate_meanings(args: argparse.Namespace) -> int:
     """Write the strip morphing meaning --prompt into --prompt-b (one noise, blended predictions)."""
-    from diffkit.edit import interpolate_conditions
+    from diffkit import load
     from diffkit.images import save_grid
 
     if args.prompt is None or args.image_a or args.image_b:
         raise DiffkitError("A meaning interpolation takes --prompt (first meaning) and --prompt-b, and no images.")
-    bundle, denoise, first = _open(args, 1)
-    _, _, last = _open(argparse.Namespace(**dict(vars(args), prompt=args.prompt_b)), 1)
-    strip = interpolate_conditions(denoise, bundle.schedule, (1, *bundle.image_shape), first, last,
-                                   frames=args.frames, steps=args.steps, generator=_generator(args),
-                                   device=args.device)
+    if args.label is not None:
+        raise DiffkitError("--prompt-b morphs one meaning into another; drop --label.")
+    bundle = load(args.run, device=args.device)
+    strip = bundle.interpolate_prompts(args.prompt, args.prompt_b, frames=args.frames, steps=args.steps,
+                                       spacing=args.spacing, seed=args.seed, guidance=args.guidance)
     print(f"wrote {save_grid(strip, args.out, nrow=args.frames)}")
     return 0
-
-
-def parse_scales(text: str) -> list[float]:
-    """'0,1,2,4' -> [0.0, 1.0, 2.0, 4.0], refusing anything else in one sentence."""
-    try:
-        scales = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise DiffkitError(f"--guidance-sweep takes comma-separated numbers such as 0,1,2,4, not '{text}'.") from None
-    if not scales or min(scales) < 0:
-        raise DiffkitError(f"--guidance-sweep needs at least one scale, all at least 0, not '{text}'.")
-    return scales
-
-
-def write_guidance_sweep(bundle, scales: list[float], path: str, *, n: int, seed: int, sampler: str,
-                         steps: int | None, label: int | None, spacing: str = "trailing", device: str = "cpu",
-                         prompts: list[str] | None = None) -> str:
-    """Sample n images per scale from the same noise and save one grid row per scale; returns the path written."""
-    from diffkit.images import save_grid
-    from diffkit.text.prompts import is_text_model, sampling_condition
-
-    model = bundle.config.model
-    if model.num_classes == 0 and model.context_dim == 0:
-        raise DiffkitError("--guidance-sweep needs a conditional model (classes or text), but this model is "
-                           "unconditional.")
-    labels = sampling_condition(bundle.config, n, label, prompts, device)
-    if labels is None and is_text_model(bundle.config):
-        raise DiffkitError("--guidance-sweep on a text model needs --prompt (the meaning to guide towards).")
-    check_conditioning(model.num_classes, model.context_dim, labels, max(scales))  # refuse before sampling
-    rows = guidance_sweep(bundle.denoiser, bundle.schedule.to(device), (n, *bundle.image_shape), labels, scales,
-                          model.num_classes, seed=seed, sampler=sampler, steps=steps, spacing=spacing, device=device,
-                          clip_x0=1.0)
-    return str(save_grid(rows, path, nrow=n))

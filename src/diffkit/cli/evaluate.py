@@ -4,10 +4,11 @@ sets, or train the domain classifier. Thin: arguments -> `diffkit.evaluate.proto
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from diffkit.cli.arguments import add_quiet, add_spacing, finite_float
 from diffkit.errors import DiffkitError
+from diffkit.files import check_output, write_json
 
 TRAIN_CLASSIFIER = "train-classifier"
 
@@ -26,9 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, default=5000, help="samples to draw (default 5000)")
     parser.add_argument("--sampler", default="dpmpp_2m", help="sampler name (default dpmpp_2m)")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--spacing", default=None,
-                        help="timestep spacing (default: the run's with its own sampler, else the sampler's)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
+    add_spacing(parser, "the run's with its own sampler, else the sampler's recommended one")
+    parser.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (default 1)")
     parser.add_argument("--extractor", default="inception", choices=("inception", "domain"),
                         help="features for FID/KID/PR (default inception)")
     parser.add_argument("--classifier", metavar="DIR",
@@ -40,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=250, help="images per sampling batch (default 250)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--out", default=None, help="JSON file to write (default RUN/eval.json)")
+    parser.add_argument("--out", default=None,
+                        help="JSON file to write (default RUN/eval.json); train-classifier: the folder to write")
+    add_quiet(parser)
     parser.add_argument("--text", action="store_true",
                         help="text glyph models: radical accuracy, meaning retrieval, held-out FID and memorisation "
                              "on the held-out meanings (--n of them, rounded to groups of 32) at --guidance")
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch to bundle evaluation, two-set comparison or classifier training."""
     if args.run == TRAIN_CLASSIFIER:
         return train_classifier(args)
+    if args.out:
+        check_output(args.out, (".json",))  # before minutes of sampling, not after
     if args.real or args.fake:
         if args.run or not (args.real and args.fake):
             raise DiffkitError("Two-set mode takes both --real and --fake and no RUN; pass exactly those.")
@@ -83,11 +87,12 @@ def evaluate_text_run(args: argparse.Namespace) -> int:
     log = lambda text: print(f"... {text}", flush=True)  # noqa: E731
     data = glyph_eval_data(bundle.config.data, bundle.config.text, log=log)
     judges = judges_for(data, args.judges, steps=args.judge_steps, seed=args.seed, log=log)
-    record = text_evaluation(bundle, data, judges, count=args.n, scales=[args.guidance], sampler=args.sampler,
-                             steps=args.steps, seed=args.seed, batch_size=args.batch_size, log=log)
+    sampler, steps, *_ = bundle.settings(args.sampler, args.steps)  # named in the record, so resolved here
+    record = text_evaluation(bundle, data, judges, count=args.n, scales=[args.guidance], sampler=sampler,
+                             steps=steps, seed=args.seed, batch_size=args.batch_size, log=log)
     directory = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out = Path(args.out) if args.out else directory / "text-eval.json"
-    out.write_text(json.dumps(dict(record, bundle=str(directory)), indent=2) + "\n")
+    write_json(out, dict(record, bundle=str(directory)))
     print(format_text_table(record))
     print(f"wrote {out}")
     return 0
@@ -120,7 +125,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
         grid = save_grid(evaluation.neighbour_grid, directory / "memorisation.png", nrow=3)
         record["memorisation_grid"] = str(grid)
     out = Path(args.out) if args.out else directory / "eval.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out, record)
     print(format_table(record["results"]))
     print(f"wrote {out}")
     return 0
@@ -129,17 +134,19 @@ def evaluate_run(args: argparse.Namespace) -> int:
 def compare_sets(args: argparse.Namespace) -> int:
     """diffkit eval --real A --fake B: FID / KID / PR of two image sets."""
     from diffkit.evaluate.image_sets import load_image_set
-    from diffkit.evaluate.protocol import IMAGE_SET_METRICS, compare_image_sets, make_extractor, parse_metrics
+    from diffkit.evaluate.protocol import (IMAGE_SET_METRICS, check_comparable, compare_image_sets, make_extractor,
+                                           parse_metrics)
 
     names = parse_metrics(args.metrics, IMAGE_SET_METRICS)
-    extractor = make_extractor(args.extractor, load_classifier_argument(args), device=args.device)
     real, fake = load_image_set(args.real), load_image_set(args.fake)
+    check_comparable(real, fake)  # before the extractor's network is loaded
+    extractor = make_extractor(args.extractor, load_classifier_argument(args), device=args.device)
     results = compare_image_sets(real, fake, names, extractor, seed=args.seed)
     print(format_table(results))
     if args.out:
         record = {"real": args.real, "fake": args.fake, "real_count": int(real.shape[0]),
                   "fake_count": int(fake.shape[0]), "extractor": extractor.identity, "results": results}
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.out, record)
         print(f"wrote {args.out}")
     return 0
 

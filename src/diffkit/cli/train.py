@@ -3,54 +3,95 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+from typing import Callable
 
 from diffkit.errors import DiffkitError
+
+
+class OverridesAnywhereParser(argparse.ArgumentParser):
+    """Takes `section.key=value` words anywhere on the line, also after options (argparse alone takes a
+    positional list only before the first option)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        overrides = [word for word in rest if "=" in word and not word.startswith("-")]
+        namespace.overrides = [*namespace.overrides, *overrides]
+        return namespace, [word for word in rest if word not in overrides]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """The arguments every training command shares: overrides, --config/--resume/--run-dir, budgets, accelerator,
+    --quiet."""
+    parser.__class__ = OverridesAnywhereParser  # subparsers build plain ArgumentParsers
+    parser.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
+                        help="config overrides, e.g. train.lr=2e-4 model.base_channels=32")
+    parser.add_argument("--config", help=f"a preset shipped with diffkit (e.g. {example}) or a TOML / config.json file")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its state.ckpt")
+    parser.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/<preset name>)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many training steps (train.max_steps)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes (train.max_minutes)")
+    parser.add_argument("--accelerator", default="auto", choices=("cpu", "gpu", "cuda", "mps", "auto"),
+                        help="hardware to train on (default auto)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar or status lines (the bar is off anyway when stderr is not a terminal)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `diffkit train`."""
     parser = subparsers.add_parser(
         "train", help="train a diffusion model from a TOML preset (or continue a run)",
-        description="Train from a preset in configs/ with dotted overrides (train.lr=2e-4); writes runs/NAME/ "
-                    "with config.json, model.safetensors, state.ckpt, metrics.csv and samples/. Ctrl-C or SIGTERM "
-                    "saves and exits; --resume continues exactly.",
+        description="Train from a preset (e.g. glyphs32; an unknown name lists them) or a TOML file with dotted "
+                    "overrides (train.lr=2e-4) anywhere on the line; writes runs/NAME/ with config.json, "
+                    "model.safetensors, state.ckpt, metrics.csv and samples/. Ctrl-C or SIGTERM saves and exits; --resume continues "
+                    "exactly. One process at a time trains in a run directory.",
     )
-    parser.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE",
-                        help="config overrides, e.g. train.lr=2e-4 model.base_channels=32")
-    parser.add_argument("--config", help="a preset (configs/glyphs32.toml, or just glyphs32) or a config.json")
-    parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its state.ckpt")
-    parser.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/<preset name>)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many training steps (train.max_steps)")
-    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes (train.max_minutes)")
+    add_run_arguments(parser, "glyphs32")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) per node (default 1)")
     parser.add_argument("--num-nodes", type=int, default=1, help="number of nodes (default 1)")
-    parser.add_argument("--accelerator", default="auto", choices=("cpu", "gpu", "cuda", "mps", "auto"),
-                        help="hardware to train on (default auto)")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Resolve the config, then train."""
-    from diffkit.config import load_config
-    from diffkit.train import Launch, train
+def checked_config(args: argparse.Namespace, load: Callable, example: str):
+    """Check the flags and the run directory (fast, before the slow imports), then load the preset (or the resumed
+    run's config.json) with the overrides and budgets."""
+    from diffkit.run_directory import CONFIG_FILE, check_resumable, check_unlocked
 
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.max_minutes is not None:
+        if not math.isfinite(args.max_minutes) or args.max_minutes <= 0:
+            raise DiffkitError(f"--max-minutes must be a positive finite number, not {args.max_minutes}.")
         overrides.append(f"train.max_minutes={args.max_minutes}")
-    if args.devices < 1 or args.num_nodes < 1:
-        raise DiffkitError("--devices and --num-nodes must be at least 1.")
-    launch = Launch(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes)
     if args.resume:
         if args.config or args.run_dir:
             raise DiffkitError("--resume continues a run with its own config.json; drop --config and --run-dir.")
-        config = load_config(Path(args.resume) / "config.json", overrides)
-        train(config, args.resume, resume=True, launch=launch)
-        return 0
+        check_unlocked(check_resumable(args.resume))
+        return load(Path(args.resume) / CONFIG_FILE, overrides)
     if not args.config:
-        raise DiffkitError("Pass --config PRESET (e.g. --config configs/glyphs32.toml) or --resume RUN.")
-    config = load_config(args.config, overrides)
-    train(config, args.run_dir, launch=launch, name=Path(args.config).stem)
+        raise DiffkitError(f"Pass --config PRESET (e.g. --config {example}) or --resume RUN.")
+    if args.run_dir:
+        check_unlocked(args.run_dir)
+    return load(args.config, overrides)
+
+
+def start_or_resume(args: argparse.Namespace, config, train_function: Callable, launch) -> int:
+    """Train the checked config: a fresh run (named after the preset) or, with --resume, the run it continues."""
+    train_function(config, args.resume or args.run_dir, resume=bool(args.resume), launch=launch,
+                   name=Path(args.config or args.resume).stem, quiet=args.quiet)
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the flags and the run directory (fast, before the slow imports), resolve the config, then train."""
+    from diffkit.config import load_config
+
+    if args.devices < 1 or args.num_nodes < 1:
+        raise DiffkitError("--devices and --num-nodes must be at least 1.")
+    config = checked_config(args, load_config, "glyphs32")
+    from diffkit.train import Launch, train  # Lightning is slow to import: only once the checks above pass
+
+    launch = Launch(accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes)
+    return start_or_resume(args, config, train, launch)

@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from diffkit.animation import ANIMATION_SUFFIXES
+from diffkit.cli.arguments import add_quiet, add_spacing, finite_float, output_file
 from diffkit.errors import DiffkitError
 
 SAMPLER_HELP = "sampler name (ddpm, ddim, ...; default ddim)"
@@ -43,7 +45,8 @@ def add_parser(subparsers) -> None:
     _add_model_options(trajectory)
     trajectory.add_argument("--samples", type=int, default=4, help="samples drawn (default 4)")
     trajectory.add_argument("--columns", type=int, default=8, help="steps shown in the strip (default 8)")
-    trajectory.add_argument("--gif", metavar="PATH", help="also write the denoising as a .gif (or .mp4)")
+    trajectory.add_argument("--gif", metavar="PATH", type=output_file(ANIMATION_SUFFIXES),
+                            help="also write the denoising as a .gif or .mp4")
     _add_dataset_options(trajectory, required=False)
 
     pixel_map = _picture(pictures, "map", "UMAP of dataset pixels with density, samples and trajectories",
@@ -63,17 +66,21 @@ def add_parser(subparsers) -> None:
     toy.add_argument("--points", type=int, default=2000, help="points sampled (default 2000)")
     toy.add_argument("--sampler", default="ddim", help=SAMPLER_HELP)
     toy.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    toy.add_argument("--score", action="store_true",
+                     help="draw the learned score field as arrows at a few noise levels beside the exact one")
+    add_quiet(toy)
 
     gaussian = _picture(pictures, "gaussian1d", "fit a 1-D normal by maximum likelihood", run_gaussian)
-    gaussian.add_argument("--mean", type=float, default=1.0, help="true mean (default 1)")
-    gaussian.add_argument("--std", type=float, default=0.5, help="true standard deviation (default 0.5)")
+    gaussian.add_argument("--mean", type=finite_float, default=1.0, help="true mean (default 1)")
+    gaussian.add_argument("--std", type=finite_float, default=0.5, help="true standard deviation (default 0.5)")
     gaussian.add_argument("--count", type=int, default=500, help="samples drawn (default 500)")
 
 
 def _picture(pictures, name: str, about: str, func) -> argparse.ArgumentParser:
     """One picture subcommand with the options every picture shares (--out, --seed)."""
     parser = pictures.add_parser(name, help=about, description=about)
-    parser.add_argument("--out", required=True, metavar="PATH", help="where to write the picture (.png)")
+    parser.add_argument("--out", required=True, metavar="PATH", type=output_file(_figure_suffixes),
+                        help="where to write the picture (.png, .pdf, .svg or .jpg)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: small batches on a shared CPU stall with more)")
@@ -113,7 +120,16 @@ def _add_model_options(parser: argparse.ArgumentParser, steps: int | None = None
     parser.add_argument("--sampler", default="ddim", help=SAMPLER_HELP)
     default = f"{steps}" if steps else "the run's, or the sampler's recommended number"
     parser.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default: {default})")
+    add_spacing(parser)
     parser.add_argument("--label", type=int, default=None, help="class label for a conditional model")
+    add_quiet(parser)
+
+
+def _figure_suffixes() -> tuple[str, ...]:
+    """The suffixes `save_figure` writes (asked only when --out is parsed: matplotlib is slow to import)."""
+    from diffkit.viz.figures import FIGURE_SUFFIXES
+
+    return FIGURE_SUFFIXES
 
 
 def _generator(args: argparse.Namespace) -> torch.Generator:
@@ -178,15 +194,19 @@ def _trajectory(args: argparse.Namespace, count: int, images=None) -> list:
     if args.run is not None:
         import diffkit
 
+        from diffkit.progress import run_steps
+
         bundle = diffkit.load(args.run)
-        return list(bundle.sample_steps(count, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                        label=args.label))
+        sampler, steps, *_ = bundle.settings(args.sampler, args.steps, args.spacing)  # for the progress bar
+        return run_steps(bundle.sample_steps(count, sampler=sampler, steps=steps, spacing=args.spacing,
+                                             seed=args.seed, label=args.label), total=steps + 1, keep_all=True)
     return _ideal_trajectory(args, count, images)
 
 
 def _ideal_trajectory(args: argparse.Namespace, count: int, images=None) -> list:
     """Sampling steps with `empirical_oracle` over the dataset's images; x0 guesses clipped to [-1, 1]."""
     from diffkit.oracle import empirical_oracle
+    from diffkit.progress import run_steps
     from diffkit.sampling import get_sampler, sample_steps
     from diffkit.schedule import make_schedule
 
@@ -199,9 +219,10 @@ def _ideal_trajectory(args: argparse.Namespace, count: int, images=None) -> list
     sampler = get_sampler(args.sampler)
     options = {"clip_x0": 1.0} if "clip_x0" in inspect.signature(sampler.run).parameters else {}
     schedule = make_schedule(args.schedule, args.T)
-    return list(sample_steps(empirical_oracle(images, schedule), schedule, (count, *images.shape[1:]),
-                             sampler=args.sampler, steps=args.steps or sampler.recommended_steps,
-                             spacing=sampler.recommended_spacing, generator=_generator(args), **options))
+    steps = args.steps or sampler.recommended_steps
+    return run_steps(sample_steps(empirical_oracle(images, schedule), schedule, (count, *images.shape[1:]),
+                                  sampler=args.sampler, steps=steps, spacing=args.spacing or sampler.recommended_spacing,
+                                  generator=_generator(args), **options), total=steps + 1, keep_all=True)
 
 
 def run_trajectory(args: argparse.Namespace) -> int:
@@ -252,6 +273,8 @@ def run_toy(args: argparse.Namespace) -> int:
     held_out = toy_points(args.data, args.points, generator)
     fresh = toy_points(args.data, args.points, generator)  # a second real sample: the distance to aim for
     model, losses = train_toy(data, schedule, iterations=args.iterations, generator=generator)
+    if args.score:
+        return _score_picture(args, model, schedule, data, generator, start)
     # Clip x0 guesses to a little beyond the data's box, as images are clipped to [-1, 1].
     steps = toy_trajectory(model, schedule, args.points, sampler=args.sampler, steps=args.steps,
                            generator=generator, clip_x0=1.2 * float(data.abs().max()))
@@ -260,6 +283,22 @@ def run_toy(args: argparse.Namespace) -> int:
           f"fresh data {energy_distance(fresh, held_out):.4f}")
     title = f"2-D toy diffusion: {args.data}, {args.schedule} schedule, {args.sampler} {args.steps} steps"
     return _written(save_figure(plot_toy(data, schedule, steps, generator=generator, title=title), args.out), start)
+
+
+def _score_picture(args: argparse.Namespace, model, schedule, data, generator, start: float) -> int:
+    """`diffkit viz toy2d --score`: learned vs exact score fields, and how well they agree on draws of q(x_t)."""
+    from diffkit.viz import save_figure
+    from diffkit.viz.score import agreement_by_level, exact_score, plot_score_fields, score_levels
+
+    exact = exact_score(args.data, generator)
+    levels = score_levels(schedule)
+    agreement = agreement_by_level(model, schedule, exact, data[:2000], levels, generator)
+    print("median cosine between learned and exact score on draws of q(x_t): " + ", ".join(
+        f"t={int(schedule.timesteps[i])} {value:.3f}" for i, value in agreement.items()))
+    reference = "exact" if args.data == "gaussians" else "a 20,000-point sample's"
+    title = f"score of q(x_t) for {args.data}: learned (top) vs {reference} (bottom), {args.schedule} schedule"
+    return _written(save_figure(plot_score_fields(model, schedule, exact, levels, data=data[:2000],
+                                                        generator=generator, title=title), args.out), start)
 
 
 def run_gaussian(args: argparse.Namespace) -> int:

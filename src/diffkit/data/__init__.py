@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from diffkit.data import cifar, folder, glyphs, mnist
+from diffkit.data import cifar, folder, glyphs, mnist, synthetic
 from diffkit.data.dataset import ImageDataset, default_data_dir, resolve_data_dir
 from diffkit.errors import DiffkitError
 from diffkit.images import save_grid, to_model_range, to_uint8
@@ -37,6 +37,8 @@ DATASETS: dict[str, DatasetSource] = {
                              "CIFAR-10 objects, 10 classes (colour, 32 px)"),
     "folder": DatasetSource(folder.load_folder, folder.locate,
                             "your own pictures, recursively (grey or colour, 64 px)"),
+    "synthetic": DatasetSource(synthetic.load, synthetic.locate,
+                               "noisy squares at class positions, made from a seed, for tests (grey, 8 px)"),
 }
 
 _COMMON_PARAMETERS = {"size", "split", "data_dir"}

@@ -28,6 +28,18 @@ class UnreadableImagesWarning(UserWarning):
     """Some files in an image folder could not be decoded and were skipped."""
 
 
+class UnreadableImagesError(DiffkitError):
+    """Strict mode met files that cannot be decoded; the sentence names the knob that turns strict off."""
+
+    def __init__(self, description: str, knob: str = "run without --strict"):
+        super().__init__(f"{description}; fix or remove them, or {knob} to skip them.")
+        self.description = description
+
+    def with_knob(self, knob: str) -> UnreadableImagesError:
+        """The same error, telling how to turn strict off where the user set it (a flag, a config key)."""
+        return UnreadableImagesError(self.description, knob)
+
+
 def list_pictures(root: Path) -> list[Path]:
     """Every non-hidden file under root whose suffix Pillow recognises, in sorted order."""
     extensions = {extension.lower() for extension in Image.registered_extensions()}
@@ -132,8 +144,7 @@ def _report_unreadable(root: Path, unreadable: list[str], strict: bool) -> None:
     shown = ", ".join(unreadable[:NAMES_SHOWN])
     more = f" and {len(unreadable) - NAMES_SHOWN} more" if len(unreadable) > NAMES_SHOWN else ""
     if strict:
-        raise DiffkitError(f"{len(unreadable)} image file(s) in {root} cannot be read ({shown}{more}); "
-                           "fix or remove them, or run without --strict to skip them.")
+        raise UnreadableImagesError(f"{len(unreadable)} image file(s) in {root} cannot be read ({shown}{more})")
     warnings.warn(f"Skipped {len(unreadable)} unreadable image file(s) in {root}: {shown}{more}.",
                   UnreadableImagesWarning, stacklevel=3)
 

@@ -8,7 +8,6 @@ weights file and loading refuses a file whose checksum differs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from diffkit.files import atomic_path
+from diffkit.files import atomic_path, file_digest, write_json
 from diffkit.errors import DiffkitError
 
 WEIGHTS_NAME = "classifier.safetensors"
@@ -152,12 +151,6 @@ def accuracy(model: DomainClassifier, images: Tensor, labels: Tensor) -> float:
     return (predict(model, images) == labels.long()).float().mean().item()
 
 
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (hashlib's streaming reader)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, algorithm).hexdigest()
-
-
 def save_classifier(model: DomainClassifier, directory: str | Path, **metadata: object) -> Path:
     """Write the classifier's weights (safetensors) and config JSON with the weights' SHA-256."""
     directory = Path(directory)
@@ -166,7 +159,7 @@ def save_classifier(model: DomainClassifier, directory: str | Path, **metadata: 
     with atomic_path(weights) as temporary:
         save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(temporary))
     config = {"config": asdict(model.config), "sha256": file_digest(weights), "metadata": metadata}
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    write_json(directory / CONFIG_NAME, config)
     return directory
 
 

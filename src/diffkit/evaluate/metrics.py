@@ -152,18 +152,37 @@ def cached_statistics(path: str | Path, compute_features: Callable[[], ArrayLike
 # ---------------------------------------------------------------- KID
 
 
+KID_SUBSET_SIZE = 1000  # torch-fidelity's default (and Bińkowski et al.'s)
+
+
 def _polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:
     """Cubic polynomial kernel k(x, y) = (x·y / D + 1)³ (Bińkowski et al. 2018), (N, M)."""
     return (x @ y.T / x.shape[1] + 1) ** 3
 
 
+def kid_subset_size(count1: int, count2: int, largest: int = KID_SUBSET_SIZE) -> int:
+    """The KID subset size for two sets: torch-fidelity's 1000, but at most half the smaller set (at least 2).
+
+    A subset as large as its set is the whole set in every draw, so the spread over subsets, which KID reports as
+    its uncertainty, collapses to rounding noise (1e-16 with 256 images); half the set keeps subsets different.
+    """
+    return max(2, min(largest, min(count1, count2) // 2))
+
+
 def kid(features1: ArrayLike, features2: ArrayLike, *, generator: torch.Generator,
-        subsets: int = 100, subset_size: int = 1000) -> tuple[float, float]:
-    """Kernel Inception Distance: mean and std over random subsets of the unbiased MMD²."""
+        subsets: int = 100, subset_size: int = KID_SUBSET_SIZE) -> tuple[float, float]:
+    """Kernel Inception Distance: mean and std over random subsets of the unbiased MMD².
+
+    As torch-fidelity's `kid_features_to_metric`, each subset is drawn without replacement from each set and a
+    subset size larger than a set is refused (`kid_subset_size` picks one for given set sizes).
+    """
     x_all, y_all = _as_float64(features1, "features1"), _as_float64(features2, "features2")
     if x_all.shape[1] != y_all.shape[1]:
         raise DiffkitError(f"KID needs features of one dimension, got {x_all.shape[1]} and {y_all.shape[1]}.")
-    m = min(x_all.shape[0], y_all.shape[0], subset_size)
+    if subset_size > min(x_all.shape[0], y_all.shape[0]):
+        raise DiffkitError(f"The KID subset size {subset_size} exceeds the sets ({x_all.shape[0]} and "
+                           f"{y_all.shape[0]} images); pass a smaller subset size or more images.")
+    m = subset_size
     if m < 2 or subsets < 1:
         raise DiffkitError(f"KID needs at least 2 samples per set and 1 subset, got {m} and {subsets}.")
     values = torch.empty(subsets, dtype=torch.float64)

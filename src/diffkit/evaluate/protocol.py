@@ -8,17 +8,26 @@ domain features) and image count; `metrics.cached_statistics` recomputes them wh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from diffkit.bundle import Bundle, Settings
+from diffkit.config import DataConfig
+from diffkit.data.dataset import ImageDataset
 from diffkit.errors import DiffkitError
 from diffkit.evaluate import classifier as domain
 from diffkit.evaluate import metrics
-from diffkit.images import to_model_range
+from diffkit.files import file_digest
+from diffkit.images import to_model_range, to_uint8
+from diffkit.progress import progress
+from diffkit.sampling import get_sampler
 
 METRICS = ("fid", "kid", "pr", "accuracy", "nll", "memorisation")
 IMAGE_SET_METRICS = ("fid", "kid", "pr")  # what two sets of images alone can give
@@ -57,7 +66,7 @@ class DomainModel:
 def load_domain_model(directory: str | Path) -> DomainModel:
     """Load a saved domain classifier (checksum checked) with its path and weights' SHA-256."""
     model = domain.load_classifier(directory)
-    return DomainModel(model, str(directory), domain.file_digest(Path(directory) / domain.WEIGHTS_NAME))
+    return DomainModel(model, str(directory), file_digest(Path(directory) / domain.WEIGHTS_NAME))
 
 
 def as_float_images(images: Tensor) -> Tensor:
@@ -102,7 +111,7 @@ def statistics_path(directory: Path, dataset: str, size: int, split: str, extrac
 
 def compare_features(names: tuple[str, ...], fake: Tensor, real: Callable[[], Tensor], *,
                      reference_statistics: Callable[[], tuple] | None = None, seed: int = 0,
-                     kid_subset_size: int = 1000) -> dict[str, float]:
+                     kid_subset_size: int | None = None) -> dict[str, float]:
     """FID / KID / precision-recall-density-coverage of fake features against (lazily computed) real ones."""
     results: dict[str, float] = {}
     if "fid" in names:
@@ -110,23 +119,31 @@ def compare_features(names: tuple[str, ...], fake: Tensor, real: Callable[[], Te
         results["fid"] = metrics.frechet_distance(*metrics.feature_statistics(fake), mu, sigma)
     if "kid" in names:
         generator = torch.Generator().manual_seed(seed)
-        results["kid"], results["kid_std"] = metrics.kid(fake, real(), generator=generator,
-                                                         subset_size=kid_subset_size)
+        real_features = real()
+        size = kid_subset_size or metrics.kid_subset_size(fake.shape[0], real_features.shape[0])
+        results["kid"], results["kid_std"] = metrics.kid(fake, real_features, generator=generator, subset_size=size)
     if "pr" in names:
         results["precision"], results["recall"] = metrics.precision_recall(real(), fake)
         results["density"], results["coverage"] = metrics.density_coverage(real(), fake)
     return results
 
 
-def compare_image_sets(real: Tensor, fake: Tensor, names: tuple[str, ...], extractor: Extractor,
-                       seed: int = 0) -> dict[str, float]:
-    """Metrics of two image sets (N, C, H, W), uint8 or [-1, 1], through one extractor."""
+def check_comparable(real: Tensor, fake: Tensor) -> None:
+    """Refuse two image sets (N, C, H, W) of different channel counts or sizes: their numbers would mean nothing."""
     if real.shape[1] != fake.shape[1]:
         raise DiffkitError(f"The real images have {real.shape[1]} channels and the fake ones {fake.shape[1]}; "
                            "compare images with the same channel count.")
+    if real.shape[-2:] != fake.shape[-2:]:  # both would be resized to 299 px and compared without a word
+        raise DiffkitError(f"The real images are {real.shape[-1]}x{real.shape[-2]} pixels and the fake ones "
+                           f"{fake.shape[-1]}x{fake.shape[-2]}; compare images of one size.")
+
+
+def compare_image_sets(real: Tensor, fake: Tensor, names: tuple[str, ...], extractor: Extractor,
+                       seed: int = 0) -> dict[str, float]:
+    """Metrics of two image sets (N, C, H, W), uint8 or [-1, 1], through one extractor."""
+    check_comparable(real, fake)
     real_features = lazy(lambda: extractor.features(real))
-    return compare_features(names, extractor.features(fake), real_features, seed=seed,
-                            kid_subset_size=min(1000, real.shape[0], fake.shape[0]))
+    return compare_features(names, extractor.features(fake), real_features, seed=seed)
 
 
 # ---------------------------------------------------------------- evaluating a trained bundle
@@ -181,9 +198,9 @@ def check_protocol(protocol: Protocol, num_classes: int, classifier: DomainModel
         raise DiffkitError(f"FID, KID and precision/recall need at least 2 samples, got n={protocol.n}.")
 
 
-def load_split(data, split: str):
+def load_split(data: DataConfig, split: str) -> ImageDataset:
     """The images (uint8) and labels of one split of the dataset a run's DataConfig names."""
-    from diffkit.train_data import synthetic_images
+    from diffkit.data.synthetic import synthetic_images
 
     if data.dataset == "synthetic":
         options = dict(data.options)
@@ -195,16 +212,16 @@ def load_split(data, split: str):
     return load_dataset(data.dataset, size=data.size, split=split, data_dir=data.data_dir, **data.options)
 
 
-def generate_samples(bundle, n: int, *, sampler: str, steps: int, spacing: str | None = None,
+def generate_samples(bundle: Bundle, n: int, *, sampler: str, steps: int, spacing: str | None = None,
                      guidance: float = 1.0, seed: int = 0, batch_size: int = 250) -> tuple[Tensor, Tensor | None]:
     """n samples as uint8 (n, C, H, W), in batches, with labels 0, 1, ... cycling over all n (conditional models)."""
-    from diffkit.images import to_uint8
-    from diffkit.train_data import derive_seed
+    from diffkit.seeds import derive_seed
 
-    num_classes = bundle.config.model.num_classes
-    labels = torch.arange(n) % num_classes if num_classes else None  # (n,) balanced over the classes
+    labels = bundle.labels_for(n)  # (n,) cycling over the classes (Bundle's rule), or None
+    labels = None if labels is None else labels.cpu()
     chunks = []
-    for batch, start in enumerate(range(0, n, batch_size)):
+    starts = range(0, n, batch_size)
+    for batch, start in progress(enumerate(starts), total=len(starts), description="sampling", unit="batch"):
         count = min(batch_size, n - start)
         batch_labels = labels[start : start + count] if labels is not None else None
         images = bundle.sample(count, sampler=sampler, steps=steps, spacing=spacing, guidance=guidance,
@@ -213,7 +230,7 @@ def generate_samples(bundle, n: int, *, sampler: str, steps: int, spacing: str |
     return torch.cat(chunks), labels
 
 
-def nll_bits(bundle, images: Tensor, labels: Tensor | None, *, steps: int, seed: int,
+def nll_bits(bundle: Bundle, images: Tensor, labels: Tensor | None, *, steps: int, seed: int,
              batch_size: int) -> tuple[float, float]:
     """Mean and standard error of the NLL bound (bits/dim) of uint8 images on a `steps`-step respaced chain."""
     from diffkit.process import nll_bits_per_dim
@@ -221,12 +238,12 @@ def nll_bits(bundle, images: Tensor, labels: Tensor | None, *, steps: int, seed:
 
     # Uniform spacing keeps step 0 (the discretised decoder L_0) and T-1 (the prior term) in the chain.
     schedule = respace(bundle.schedule, spaced_timesteps(bundle.schedule.T, min(steps, bundle.schedule.T), "uniform"))
-    device = next(bundle.network.parameters()).device
+    device = bundle.device
     schedule = schedule.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     values = []
     with torch.inference_mode():
-        for start in range(0, images.shape[0], batch_size):
+        for start in progress(range(0, images.shape[0], batch_size), description="NLL bound", unit="batch"):
             x0 = as_float_images(images[start : start + batch_size]).to(device)  # (B, C, H, W)
             y = labels[start : start + batch_size].to(device) if labels is not None else None
             values.append(nll_bits_per_dim(bundle.denoiser, schedule, x0, y, generator=generator).cpu())
@@ -235,7 +252,7 @@ def nll_bits(bundle, images: Tensor, labels: Tensor | None, *, steps: int, seed:
     return bits.mean().item(), error
 
 
-def feature_metrics(bundle, protocol: Protocol, samples: Tensor, reference, classifier: DomainModel | None,
+def feature_metrics(bundle: Bundle, protocol: Protocol, samples: Tensor, reference: ImageDataset, classifier: DomainModel | None,
                     device: str = "cpu") -> tuple[dict[str, float], dict]:
     """FID / KID / PR of the samples against the reference split, and a record of the reference used."""
     from diffkit.data.dataset import resolve_data_dir
@@ -253,7 +270,7 @@ def feature_metrics(bundle, protocol: Protocol, samples: Tensor, reference, clas
                                          split=protocol.split, extractor=extractor.identity, count=count)
 
     results = compare_features(protocol.metrics, extractor.features(samples), real, reference_statistics=statistics,
-                               seed=protocol.seed, kid_subset_size=min(1000, count, samples.shape[0]))
+                               seed=protocol.seed)
     return results, {"reference_count": count, "reference_statistics": str(path) if "fid" in protocol.metrics else None}
 
 
@@ -272,68 +289,64 @@ def memorisation_metrics(samples: Tensor, training: Tensor, rows: int) -> tuple[
     return results, neighbour_grid(samples[order], training, subset)
 
 
-def evaluate_bundle(bundle, protocol: Protocol, classifier: DomainModel | None = None, *,
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall-clock seconds of the `with` block as timings[name]."""
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+
+
+def evaluate_bundle(bundle: Bundle, protocol: Protocol, classifier: DomainModel | None = None, *,
                     device: str = "cpu", log: Callable[[str], None] = lambda message: None) -> Evaluation:
     """Draw `protocol.n` samples from a bundle and measure the protocol's metrics."""
-    import time
-
-    from diffkit.sampling import get_sampler
-
     config = bundle.config
     check_protocol(protocol, config.model.num_classes, classifier)
-    # The config's spacing goes with the config's sampler; another sampler brings its recommended one (Heun: karras).
-    recommended = get_sampler(protocol.sampler).recommended_spacing
-    spacing = protocol.spacing or (config.sample.spacing if protocol.sampler == config.sample.sampler else recommended)
+    settings = bundle.settings(protocol.sampler, protocol.steps, protocol.spacing)  # Bundle's default rule
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    needs_reference = {"fid", "kid", "pr", "nll"} & set(protocol.metrics)
-    reference = load_split(config.data, protocol.split) if needs_reference else None  # fail before sampling
-    log(f"sampling {protocol.n} images with {protocol.sampler}, {protocol.steps} steps")
-    samples, labels = generate_samples(bundle, protocol.n, sampler=protocol.sampler, steps=protocol.steps,
-                                       spacing=spacing, guidance=protocol.guidance, seed=protocol.seed,
-                                       batch_size=protocol.batch_size)
-    timings["sampling"] = time.perf_counter() - start
     results: dict[str, float] = {}
     reference_record: dict = {}
+    grid = None
+    with timed(timings, "sampling"):
+        needs_reference = {"fid", "kid", "pr", "nll"} & set(protocol.metrics)
+        reference = load_split(config.data, protocol.split) if needs_reference else None  # fail before sampling
+        log(f"sampling {protocol.n} images with {protocol.sampler}, {protocol.steps} steps")
+        samples, labels = generate_samples(bundle, protocol.n, sampler=protocol.sampler, steps=protocol.steps,
+                                           spacing=protocol.spacing, guidance=protocol.guidance, seed=protocol.seed,
+                                           batch_size=protocol.batch_size)
     if {"fid", "kid", "pr"} & set(protocol.metrics):
-        start = time.perf_counter()
-        log(f"{protocol.extractor} features of the samples and the {protocol.split} split")
-        found, reference_record = feature_metrics(bundle, protocol, samples, reference, classifier, device)
-        results.update(found)
-        timings["features"] = time.perf_counter() - start
+        with timed(timings, "features"):
+            log(f"{protocol.extractor} features of the samples and the {protocol.split} split")
+            found, reference_record = feature_metrics(bundle, protocol, samples, reference, classifier, device)
+            results.update(found)
     if "accuracy" in protocol.metrics:
         results["accuracy"] = metrics.conditional_accuracy(domain.predict(classifier.model, samples), labels)
     if "nll" in protocol.metrics:
-        start = time.perf_counter()
-        count = min(protocol.nll_n, len(reference.images))
-        log(f"NLL bound on {count} {protocol.split} images, {protocol.nll_steps} steps")
-        labels_used = reference.labels[:count] if config.model.num_classes else None
-        results["nll_bits_per_dim"], results["nll_stderr"] = nll_bits(
-            bundle, reference.images[:count], labels_used, steps=protocol.nll_steps, seed=protocol.seed,
-            batch_size=protocol.batch_size)
-        timings["nll"] = time.perf_counter() - start
-    grid = None
+        with timed(timings, "nll"):
+            count = min(protocol.nll_n, len(reference.images))
+            log(f"NLL bound on {count} {protocol.split} images, {protocol.nll_steps} steps")
+            labels_used = reference.labels[:count] if config.model.num_classes else None
+            results["nll_bits_per_dim"], results["nll_stderr"] = nll_bits(
+                bundle, reference.images[:count], labels_used, steps=protocol.nll_steps, seed=protocol.seed,
+                batch_size=protocol.batch_size)
     if "memorisation" in protocol.metrics:
-        start = time.perf_counter()
-        log("nearest training images of every sample")
-        found, grid = memorisation_metrics(samples, load_split(config.data, "train").images, protocol.grid_rows)
-        results.update(found)
-        timings["memorisation"] = time.perf_counter() - start
-    record = protocol_record(bundle, protocol, spacing, classifier, get_sampler(protocol.sampler).evaluations_per_step)
+        with timed(timings, "memorisation"):
+            log("nearest training images of every sample")
+            found, grid = memorisation_metrics(samples, load_split(config.data, "train").images, protocol.grid_rows)
+            results.update(found)
+    record = protocol_record(bundle, protocol, settings, classifier)
     record.update(reference_record, results=results, seconds={key: round(value, 2) for key, value in timings.items()})
     return Evaluation(record, samples, labels, grid)
 
 
-def protocol_record(bundle, protocol: Protocol, spacing: str, classifier: DomainModel | None,
-                    evaluations_per_step: int) -> dict:
+def protocol_record(bundle: Bundle, protocol: Protocol, settings: Settings, classifier: DomainModel | None) -> dict:
     """The protocol as eval.json records it: enough to tell whether two results are comparable."""
-    import datetime
-
-    evaluations = protocol.steps * evaluations_per_step - (1 if protocol.sampler == "heun" else 0)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metrics": list(protocol.metrics), "samples": protocol.n, "sampler": protocol.sampler,
-        "steps": protocol.steps, "spacing": spacing, "network_evaluations": evaluations,
+        "steps": protocol.steps, "spacing": settings.spacing if settings.timesteps is None else "fitted",
+        "timesteps": settings.timesteps,
+        "network_evaluations": get_sampler(protocol.sampler).evaluations(protocol.steps),
         "guidance": protocol.guidance, "seed": protocol.seed, "dataset": bundle.config.data.dataset,
         "image_size": bundle.image_shape[-1], "reference_split": protocol.split, "extractor": protocol.extractor,
         "classifier": None if classifier is None else {"path": classifier.path, "sha256": classifier.sha256},
@@ -342,7 +355,7 @@ def protocol_record(bundle, protocol: Protocol, spacing: str, classifier: Domain
     }
 
 
-def train_dataset_classifier(data, *, steps: int, seed: int = 0, width: int = 24, batch_size: int = 128,
+def train_dataset_classifier(data: DataConfig, *, steps: int, seed: int = 0, width: int = 24, batch_size: int = 128,
                              flip: bool = False) -> tuple[domain.DomainClassifier, dict]:
     """Train the domain classifier on a dataset's training split; report its test-split accuracy when present."""
     training = load_split(data, "train")

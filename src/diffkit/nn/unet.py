@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from diffkit.errors import DiffkitError
+from diffkit.errors import DiffkitError, Rule, check_rules
 from diffkit.nn.layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, Upsample, group_norm,
                                timestep_embedding, zero_init)
 from diffkit.text.condition import TextCondition
@@ -29,7 +29,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _require(condition: bool, message: str) -> None:
-    """Raise DiffkitError(message) unless condition holds."""
+    """Raise DiffkitError(message) unless condition holds (the forward pass's input checks)."""
     if not condition:
         raise DiffkitError(message)
 
@@ -55,52 +55,43 @@ class UNetConfig:
         # JSON turns tuples into lists; store tuples so configs stay hashable and compare equal.
         for name in ("channel_mults", "attention_levels", "cross_attention_levels"):
             value = getattr(self, name)
-            _require(isinstance(value, (list, tuple)), f"UNetConfig.{name} must be a list of integers, got {value!r}.")
+            check_rules([(f"model.{name}", value, isinstance(value, (list, tuple)), "a list of integers")])
             object.__setattr__(self, name, tuple(value))
-        self._validate()
+        check_rules(self._rules())
 
-    def _validate(self) -> None:
-        for name in ("in_channels", "base_channels", "num_res_blocks", "num_heads", "groups"):
-            value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, f"UNetConfig.{name} must be a positive integer, got {value!r}.")
-        for name in ("num_classes", "context_dim"):
-            value = getattr(self, name)
-            _require(_is_int(value) and value >= 0, f"UNetConfig.{name} must be an integer >= 0, got {value!r}.")
-        _require(
-            self.out_channels is None or (_is_int(self.out_channels) and self.out_channels >= 1),
-            f"UNetConfig.out_channels must be a positive integer or null, got {self.out_channels!r}.",
-        )
-        _require(
-            len(self.channel_mults) > 0 and all(_is_int(m) and m >= 1 for m in self.channel_mults),
-            f"UNetConfig.channel_mults must be a non-empty list of positive integers, got {list(self.channel_mults)}.",
-        )
-        levels = range(len(self.channel_mults))
-        for name in ("attention_levels", "cross_attention_levels"):
-            _require(
-                all(_is_int(level) and level in levels for level in getattr(self, name)),
-                f"UNetConfig.{name} {list(getattr(self, name))} must index channel_mults "
-                f"(integers in 0..{len(self.channel_mults) - 1}).",
-            )
-        _require(not self.cross_attention_levels or self.context_dim > 0,
-                 "UNetConfig.cross_attention_levels needs a text model; set context_dim (384 for MiniLM) or "
-                 "leave cross_attention_levels empty.")
-        _require(
-            isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1,
-            f"UNetConfig.dropout must be a number in [0, 1), got {self.dropout!r}.",
-        )
-        _require(
-            self.num_classes == 0 or self.context_dim == 0,
-            "UNetConfig sets both num_classes and context_dim; choose one kind of conditioning (set the other to 0).",
-        )
-        attended = {self.base_channels * self.channel_mults[level]
-                    for level in self.attention_levels + self.cross_attention_levels}
-        attended.add(self.base_channels * self.channel_mults[-1])  # the bottleneck
-        bad = sorted(width for width in attended if width % self.num_heads != 0)
-        _require(
-            not bad,
-            f"UNetConfig: attention widths {bad} are not divisible by num_heads={self.num_heads}; "
-            "change num_heads or base_channels.",
-        )
+    def _rules(self) -> list[Rule]:
+        """The table of checks (every config section validates itself this way, see errors.check_rules)."""
+        positive = [(f"model.{name}", getattr(self, name), _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                     "a positive integer") for name in ("in_channels", "base_channels", "num_res_blocks", "num_heads",
+                                                        "groups")]
+        counts = [(f"model.{name}", getattr(self, name), _is_int(getattr(self, name)) and getattr(self, name) >= 0,
+                   "an integer >= 0") for name in ("num_classes", "context_dim")]
+        mults, levels, dropout = list(self.channel_mults), list(self.attention_levels), self.dropout
+        crossed = list(self.cross_attention_levels)
+        rules = positive + counts + [
+            ("model.out_channels", self.out_channels,
+             self.out_channels is None or (_is_int(self.out_channels) and self.out_channels >= 1),
+             "a positive integer or none"),
+            ("model.channel_mults", mults, len(mults) > 0 and all(_is_int(m) and m >= 1 for m in mults),
+             "a non-empty list of positive integers"),
+            ("model.attention_levels", levels, all(_is_int(level) and 0 <= level < len(mults) for level in levels),
+             f"indices into channel_mults (integers in 0..{len(mults) - 1})"),
+            ("model.cross_attention_levels", crossed,
+             all(_is_int(level) and 0 <= level < len(mults) for level in crossed),
+             f"indices into channel_mults (integers in 0..{len(mults) - 1})"),
+            ("model.cross_attention_levels", crossed, not crossed or self.context_dim > 0,
+             "empty unless model.context_dim is set (a text model; 384 for MiniLM)"),
+            ("model.dropout", dropout, isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
+             and 0 <= dropout < 1, "a number in [0, 1)"),
+            ("model.context_dim", self.context_dim, self.num_classes == 0 or self.context_dim == 0,
+             "0 when model.num_classes is set (choose one kind of conditioning)"),
+        ]
+        if all(holds for _, _, holds, _ in rules):  # the widths below need valid numbers
+            attended = {self.base_channels * mults[level] for level in levels + crossed}
+            attended.add(self.base_channels * mults[-1])  # the bottleneck
+            rules.append(("model.num_heads", self.num_heads, all(width % self.num_heads == 0 for width in attended),
+                          f"a divisor of the attention widths {sorted(attended)} (or change base_channels)"))
+        return rules
 
     @property
     def output_channels(self) -> int:
@@ -119,13 +110,12 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
         """Rebuild a config from `to_dict()` output (e.g. read from config.json); unknown keys are refused."""
-        _require(isinstance(data, Mapping), f"A UNet config must be a JSON object, got {type(data).__name__}.")
+        if not isinstance(data, Mapping):
+            raise DiffkitError(f"A UNet config must be a JSON object, got {type(data).__name__}.")
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
-        _require(
-            not unknown,
-            f"Unknown UNet config keys {unknown}; valid keys are {sorted(known)}.",
-        )
+        if unknown:
+            raise DiffkitError(f"Unknown UNet config keys {unknown}; valid keys are {sorted(known)}.")
         return cls(**data)
 
 

@@ -1,12 +1,10 @@
-"""Prompts -> the y a text model samples with: the one place the CLI, `Bundle.sample(prompts=...)`, the editing
-commands and the benchmark turn English into a TextCondition, with every bad combination refused in one sentence."""
+"""Prompts -> the y a text model samples with: the one function (`prompt_condition`, called by `Bundle.labels_for`)
+that turns English into a TextCondition, with every bad combination refused in one sentence."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from torch import Tensor
+from typing import Sequence
 
 from diffkit.errors import DiffkitError
 from diffkit.text.condition import TextCondition
@@ -17,13 +15,16 @@ def is_text_model(config) -> bool:
     return config.model.context_dim > 0 and config.text.captions != "none"
 
 
-def check_prompt_use(config, prompts: list[str] | None, label: int | None = None) -> None:
-    """Refuse prompts on a model without text and prompts together with a class label."""
+def check_prompt_use(config, prompts: Sequence[str] | None, label: int | None = None) -> None:
+    """Refuse prompts on a model without text, a class label on a text model and prompts with a class label."""
     if prompts is None:
+        if label is not None and is_text_model(config):
+            raise DiffkitError("This is a text model, which takes a prompt, not a class label; pass --prompt "
+                               "instead of --label.")
         return
     if not is_text_model(config):
         raise DiffkitError("This model was not trained with text (model.context_dim=0), so it takes no prompt; "
-                           "drop --prompt, or train a text model such as configs/glyphs32-text.toml.")
+                           "drop --prompt, or train a text model such as --config glyphs32-text.")
     if label is not None:
         raise DiffkitError("--prompt and --label do not go together: a text model takes a prompt, "
                            "a class-conditional model a label; drop one of them.")
@@ -31,8 +32,12 @@ def check_prompt_use(config, prompts: list[str] | None, label: int | None = None
         raise DiffkitError("No prompt was given; pass at least one meaning such as \"water\".")
 
 
-def prompt_condition(config, prompts: list[str], n: int | None = None, label: int | None = None) -> TextCondition:
-    """The TextCondition for n images: one prompt for all, or len(prompts) equal groups (one grid row each)."""
+def prompt_condition(config, prompts: Sequence[str] | None, n: int | None = None,
+                     label: int | None = None) -> TextCondition:
+    """The TextCondition for n images: one prompt for all, or len(prompts) equal groups (one grid row each).
+
+    `Bundle.labels_for` is its caller: every sampling and editing entry point gets its y there, so a prompt is
+    checked the same way everywhere (no prompt with a label, none on a model without text)."""
     from diffkit.text.encoder import encode_prompts, encoder_digest
 
     check_prompt_use(config, prompts, label)
@@ -60,16 +65,3 @@ def read_prompt_file(path: str | Path) -> list[str]:
         raise DiffkitError(f"The prompt file {path} holds no prompt; write one meaning per line.")
     return prompts
 
-
-
-def sampling_condition(config, n: int, label: int | None, prompts: list[str] | None,
-                       device: torch.device | str) -> Tensor | TextCondition | None:
-    """The y for n images: the prompts' TextCondition, else class labels (one label, or cycling), else None."""
-    from diffkit.bundle import sample_labels
-
-    if prompts is not None:
-        return prompt_condition(config, prompts, n, label).to(device)
-    if label is not None and is_text_model(config):
-        raise DiffkitError("This is a text model, which takes a prompt, not a class label; pass --prompt instead "
-                           "of --label.")
-    return sample_labels(n, config.model.num_classes, label, device)

@@ -4,6 +4,7 @@
 - `process`: forward strips (one image under each schedule), reverse trajectory strips, GIF/MP4 animation.
 - `pixelspace`: a PCA + UMAP map of dataset images with a density estimate, samples and trajectories.
 - `toy`: a 2-D diffusion model trained in seconds with the image models' loss and samplers, and its figure.
+- `score`: the toy model's learned score field beside the exact one (`diffkit viz toy2d --score`).
 Every plotting function returns a matplotlib Figure; `save_figure` writes it.
 """
 

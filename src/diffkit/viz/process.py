@@ -7,14 +7,13 @@ sampler's `Step`s carry: the state x_t and the model's current guess x0_hat of t
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from diffkit.animation import save_gif
+from diffkit.animation import save_animation  # noqa: F401  (re-exported: diffkit.viz.save_animation)
 from diffkit.errors import DiffkitError
 from diffkit.process import q_sample
 from diffkit.sampling import Step
@@ -99,28 +98,3 @@ def trajectory_frames(steps: list[Step], samples: int = 4, dpi: int = 64, max_fr
         frames.append(np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy())
         plt.close(figure)
     return frames
-
-
-def save_animation(frames: list[np.ndarray], path: str | Path, fps: float = 10.0, hold_last: int = 10) -> Path:
-    """Write frames as a looping GIF, or an MP4 when the path ends in .mp4 and imageio-ffmpeg is installed.
-
-    The last frame stays on screen `hold_last` frame-times, so the finished sample lingers before the loop.
-    """
-    import imageio.v2
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".gif":
-        # GIF writers merge identical frames, so the pause is a longer duration on the last one.
-        save_gif(frames, path, frame_ms=1000.0 / fps, hold_ms=1000.0 / fps * (1 + hold_last))
-    elif suffix == ".mp4":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError as error:
-            raise DiffkitError("Writing MP4 needs the imageio-ffmpeg package; pip install imageio-ffmpeg "
-                               "or write a .gif instead.") from error
-        imageio.v2.mimwrite(path, list(frames) + [frames[-1]] * hold_last, fps=fps)
-    else:
-        raise DiffkitError(f"Cannot write an animation to {path}; use a file ending in .gif or .mp4.")
-    return path

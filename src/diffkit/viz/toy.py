@@ -22,10 +22,14 @@ from diffkit.errors import DiffkitError
 from diffkit.loss import diffusion_loss
 from diffkit.nn.layers import timestep_embedding
 from diffkit.process import Denoiser, q_sample
+from diffkit.progress import progress
 from diffkit.sampling import Step, sample_steps
 from diffkit.schedule import Schedule
 from diffkit.viz.figures import plt
 from diffkit.viz.process import evenly_spaced
+
+
+MIXTURE_MODES, MIXTURE_SPREAD = 8, 0.08  # the "gaussians" toy: 8 modes on the unit circle, each of std 0.08
 
 
 def _standardise(points: Tensor) -> Tensor:
@@ -53,13 +57,27 @@ def swiss_roll(count: int, generator: torch.Generator | None = None, noise: floa
     return _standardise(points + noise * torch.randn(count, 2, generator=generator))
 
 
-def gaussian_mixture(count: int, generator: torch.Generator | None = None, modes: int = 8,
-                     spread: float = 0.08) -> Tensor:
+def _circle(modes: int) -> Tensor:
+    """`modes` points evenly placed on the unit circle: (modes, 2)."""
+    angle = 2.0 * math.pi * torch.arange(modes).float() / modes
+    return torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+def gaussian_mixture(count: int, generator: torch.Generator | None = None, modes: int = MIXTURE_MODES,
+                     spread: float = MIXTURE_SPREAD) -> Tensor:
     """`modes` equal Gaussians evenly placed on a circle, standardised: (count, 2)."""
     which = torch.randint(0, modes, (count,), generator=generator)
-    angle = 2.0 * math.pi * which.float() / modes
-    centres = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-    return _standardise(centres + spread * torch.randn(count, 2, generator=generator))
+    return _standardise(_circle(modes)[which] + spread * torch.randn(count, 2, generator=generator))
+
+
+def gaussian_mixture_components(modes: int = MIXTURE_MODES, spread: float = MIXTURE_SPREAD) -> tuple[Tensor, float]:
+    """The exact distribution `gaussian_mixture` samples: component means (modes, 2) and their common std.
+
+    Standardised with the population moments, mean 0 and per-coordinate variance 1/2 + spread^2 (the circle's
+    cos^2 averages 1/2 for any modes >= 2); a sample is standardised with its own, which differ by O(1/sqrt(N)).
+    """
+    std = math.sqrt(0.5 + spread**2)
+    return _circle(modes) / std, spread / std
 
 
 TOY_DATASETS: dict[str, Callable[..., Tensor]] = {
@@ -131,7 +149,7 @@ def train_toy(points: Tensor, schedule: Schedule, *, iterations: int = 4000, bat
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
     losses = []
     with single_thread():
-        for _ in range(iterations):
+        for _ in progress(range(iterations), description="training the toy model", unit="step"):
             losses.append(_train_step(model, optimizer, schedule, points, batch_size, generator))
             decay.step()
     return model.eval(), losses

@@ -84,6 +84,14 @@ def test_toy2d_trains_reports_and_draws(capsys, tmp_path):
     assert_picture(tmp_path / "t.png", min_side=400)
 
 
+def test_toy2d_score_draws_learned_and_exact_fields(capsys, tmp_path):
+    assert main(["viz", "toy2d", "--data", "gaussians", "--iterations", "200", "--score",
+                 "--out", str(tmp_path / "s.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "median cosine between learned and exact score" in printed and "t=100" in printed
+    assert_picture(tmp_path / "s.png", min_side=400)
+
+
 def test_trajectory_from_a_saved_run(tmp_path):
     """A real bundle (tiny UNet with random weights) through `diffkit.load`, as `diffkit train` leaves it."""
     config = tiny_config()

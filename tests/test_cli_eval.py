@@ -16,6 +16,7 @@ from diffkit.evaluate.classifier import save_classifier
 from diffkit.evaluate.metrics import fid_from_features
 from diffkit.evaluate.protocol import (
     Protocol,
+    compare_features,
     evaluate_bundle,
     generate_samples,
     load_domain_model,
@@ -172,3 +173,73 @@ def test_train_classifier_command_saves_a_loadable_classifier(tmp_path, capsys):
     record = json.loads((tmp_path / "c" / "classifier.json").read_text())
     assert record["metadata"]["steps"] == 5 and 0 <= record["metadata"]["test_accuracy"] <= 1
     assert load_domain_model(tmp_path / "c").model.config.width == 4
+
+
+def damaged_npz(path, how: str):
+    """An .npz that is random bytes, the first half of a good file, or empty."""
+    good = path.with_name("good.npz")
+    np.savez(good, images=np.zeros((40, 1, 8, 8), dtype=np.uint8))
+    data = good.read_bytes()
+    content = {"random": np.random.default_rng(0).bytes(len(data)), "half": data[: len(data) // 2], "empty": b""}
+    path.write_bytes(content[how])
+    return path
+
+
+@pytest.mark.parametrize("how", ["random", "half", "empty"])
+@pytest.mark.parametrize("side", ["--real", "--fake"])
+def test_a_damaged_npz_is_one_sentence_naming_the_file(tmp_path, capsys, how, side):
+    bad = damaged_npz(tmp_path / "bad.npz", how)
+    other = tmp_path / "good.npz"
+    sides = {"--real": other, "--fake": other, side: bad}
+    code, _, err = run_cli("eval", "--real", str(sides["--real"]), "--fake", str(sides["--fake"]), capsys=capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(bad) in err and ("empty" in err if how == "empty" else "damaged" in err), err
+
+
+def test_two_sets_of_different_sizes_are_refused(tmp_path, capsys):
+    np.savez(tmp_path / "small.npz", images=np.zeros((10, 1, 8, 8), dtype=np.uint8))
+    np.savez(tmp_path / "large.npz", images=np.zeros((10, 1, 16, 16), dtype=np.uint8))
+    code, _, err = run_cli("eval", "--real", str(tmp_path / "small.npz"), "--fake", str(tmp_path / "large.npz"),
+                           capsys=capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "8x8" in err and "16x16" in err and "one size" in err
+
+
+def test_kid_subsets_are_smaller_than_small_sets_so_its_spread_is_real():
+    generator = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(256, 16, generator=generator), torch.randn(256, 16, generator=generator) + 0.2
+    results = compare_features(("kid",), fake, lambda: real, seed=0)
+    # Subsets of the whole set (the old min(1000, 256)) gave a spread of ~1e-16, pure rounding.
+    assert results["kid_std"] > 1e-3 * abs(results["kid"]) and results["kid_std"] > 1e-8
+    with pytest.raises(DiffkitError, match="subset size 300 exceeds"):
+        compare_features(("kid",), fake, lambda: real, kid_subset_size=300)
+
+
+def test_eval_output_must_be_a_json_file_and_refuses_nan_guidance(workspace, tmp_path, capsys):
+    code, _, err = run_cli("eval", str(workspace / "run"), "--n", "4", "--out", str(tmp_path), capsys=capsys)
+    assert code == 2 and "is a folder" in err and ".json" in err and ".partial" not in err
+    code, _, err = run_cli("eval", str(workspace / "run"), "--n", "4", "--out", str(tmp_path / "x.txt"),
+                           capsys=capsys)
+    assert code == 2 and "'.txt'" in err and ".json" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(workspace / "run"), "--guidance", "inf"])
+    assert exit_info.value.code == 2 and "not a finite number" in capsys.readouterr().err
+
+
+def test_evaluation_sampling_shows_progress_on_a_terminal(workspace, terminal_stderr):
+    terminal = terminal_stderr
+    generate_samples(load(workspace / "run"), 6, sampler="ddim", steps=2, batch_size=3)
+    assert "sampling" in terminal.getvalue() and "/2 [" in terminal.getvalue()
+
+
+def test_a_sample_npz_is_what_eval_reads(workspace, tmp_path, capsys):
+    from diffkit.evaluate.image_sets import load_image_set
+
+    code, _, err = run_cli("sample", str(workspace / "run"), "--n", "6", "--steps", "2", "--quiet",
+                           "--out", str(tmp_path / "samples.npz"), capsys=capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "samples.npz") as data:
+        images, labels = data["images"], data["labels"]
+    assert images.dtype == np.uint8 and images.shape == (6, 1, 8, 8)
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1]  # the classes cycle, as in every command
+    assert torch.equal(load_image_set(tmp_path / "samples.npz"), torch.from_numpy(images))
