@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # `torch>=2.4` in pyproject.toml is already satisfied and pip never fetches a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test demo venv clean data-deps viz-pictures chromium serve web-screenshots
+.PHONY: test demo venv clean data-deps viz-pictures chromium serve web-screenshots text-benchmark text-pictures
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -114,3 +114,23 @@ serve: $(VENV)/.serve-installed
 SCREENSHOT_RUN ?=
 web-screenshots: $(VENV)/.dev-installed chromium
 	$(PY) tests/web_screenshots.py --out docs $(if $(SCREENSHOT_RUN),--run $(SCREENSHOT_RUN))
+
+
+# Issue 11, characters from English meanings. `make text-benchmark` trains the glyphs32-text preset for the
+# benchmark's step budget (about 2 CPU-hours), measures it on the held-out meanings and exports the fp16 bundle;
+# `make text-pictures` draws the README's pictures from TEXT_RUN: 8 glyphs for each meaning of the 36 most common
+# radicals (docs/text-prompts.txt), a guidance sweep and a strip morphing one meaning into another.
+TEXT_RUN ?= models/glyphs32-text
+TEXT_SAMPLING ?= --sampler dpmpp_2m --steps 20 --seed 0
+
+text-benchmark: $(VENV)/.dev-installed
+	$(PY) -m pip install -q -e '.[text]'
+	$(PY) benchmarks/text_glyphs.py --export $(TEXT_RUN)
+
+text-pictures: $(VENV)/.dev-installed
+	$(PY) -m diffkit sample $(TEXT_RUN) --prompts docs/text-prompts.txt --n 8 --guidance 5 $(TEXT_SAMPLING) \
+		--out docs/text-radicals.png
+	$(PY) -m diffkit sample $(TEXT_RUN) --prompt "water" --n 8 --guidance-sweep 0,1,3,5,7.5,10 $(TEXT_SAMPLING) \
+		--out docs/text-guidance.png
+	$(PY) -m diffkit interpolate $(TEXT_RUN) --prompt "water" --prompt-b "fire" --frames 8 --guidance 5 --steps 20 \
+		--out docs/text-interpolation.png

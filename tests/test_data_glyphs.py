@@ -157,8 +157,10 @@ def test_bad_font_options_are_one_sentence_errors(tmp_path):
         load_dataset("glyphs", data_dir=tmp_path, font=tmp_path / "missing.ttf")
     with pytest.raises(DiffkitError, match="no 'Heavy' instance; choose one of: Thin"):
         load_dataset("glyphs", data_dir=tmp_path, chars="一", variation="Heavy")
-    with pytest.raises(DiffkitError, match="no split 'test'"):
-        load_dataset("glyphs", data_dir=tmp_path, split="test")
+    with pytest.raises(DiffkitError, match="no split 'validation'"):
+        load_dataset("glyphs", data_dir=tmp_path, split="validation")
+    with pytest.raises(DiffkitError, match="Only the main and common character sets have a held-out test split"):
+        load_dataset("glyphs", data_dir=tmp_path, chars="一", split="test")
 
 
 def test_several_styles_draw_every_character_once_per_style(font, tmp_path):

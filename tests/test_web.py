@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
 import pytest
 
 from diffkit.cli import build_parser
+from diffkit.config import TextConfig
 from diffkit.errors import DiffkitError
 from diffkit.web import require_gradio
 from diffkit.web.handlers import Handlers
@@ -80,8 +82,9 @@ def test_bad_requests_are_one_sentence(handlers, change, message):
 
 def test_a_text_model_is_refused_by_the_kind_dispatch(handlers):
     choice = handlers.shelf.choice("runs/tiny")
-    text_choice = type(choice)(choice.name, choice.path, type(choice.config)(
-        model=type(choice.config.model)(**{**choice.config.model.__dict__, "num_classes": 0, "context_dim": 8})))
+    model = dataclasses.replace(choice.config.model, num_classes=0, context_dim=384)  # MiniLM's width
+    text_config = dataclasses.replace(choice.config, model=model, text=TextConfig(captions="meanings"))
+    text_choice = type(choice)(choice.name, choice.path, text_config)
     assert text_choice.kind == "text"
     with pytest.raises(DiffkitError, match="text model, which the page cannot serve yet"):
         condition_keywords(text_choice, None, "a bird")

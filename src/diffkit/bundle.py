@@ -21,16 +21,19 @@ from diffkit.files import atomic_path
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
-from diffkit.edit import img2img_steps, inpaint_steps, interpolate
+from diffkit.edit import img2img_steps, inpaint_steps, interpolate, interpolate_conditions
 from diffkit.grids import stored_grid
 from diffkit.guidance import check_conditioning, guidance_sweep, guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
 from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
 from diffkit.schedule import Schedule, make_schedule
+from diffkit.text.condition import TextCondition
+from diffkit.text.prompts import is_text_model, prompt_condition
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SHOWN = 5  # how many differing keys an error lists before "and N more"
+Condition = Tensor | TextCondition  # what a denoiser takes as y: class ids (n,) or texts
 
 
 def sample_labels(n: int, num_classes: int, label: int | None, device: torch.device | str) -> Tensor | None:
@@ -102,12 +105,20 @@ class Bundle:
             raise DiffkitError(f"The number of steps must be at least 1, not {steps}.")
         return Settings(sampler, steps, spacing, timesteps)
 
-    def labels_for(self, n: int, label: int | None = None, labels: Tensor | None = None) -> Tensor | None:
-        """The labels of n images: `labels` (n,) as given, all `label`, or 0, 1, ... cycling over the classes
-        (label -1 is the null label: unconditional samples from a class-conditional model)."""
+    def labels_for(self, n: int, label: int | None = None, labels: Condition | None = None,
+                   prompts: Sequence[str] | None = None) -> Condition | None:
+        """The condition y of n images: `labels` (n,) as given, the prompts' TextCondition (text models: one prompt
+        for all n, or one per equal group), all `label`, or 0, 1, ... cycling over the classes (label -1 is the null
+        label: unconditional samples from a class-conditional model)."""
         if n < 1:
             raise DiffkitError(f"The number of images must be at least 1, not {n}.")
         model = self.config.model
+        if isinstance(labels, TextCondition):
+            if model.context_dim == 0 or len(labels) != n:
+                raise DiffkitError(f"A TextCondition passed as labels must hold {n} texts for a text model.")
+            return labels.to(self.device)
+        if prompts is not None or (label is not None and is_text_model(self.config)):
+            return prompt_condition(self.config, prompts, n, label).to(self.device)
         if labels is not None:
             if model.num_classes == 0 or labels.shape != (n,):
                 raise DiffkitError(f"labels must be a ({n},) tensor of class ids for a class-conditional model.")
@@ -126,19 +137,20 @@ class Bundle:
 
     def sample_steps(self, n: int | None = None, *, sampler: str | None = None, steps: int | None = None,
                      seed: int | None = None, label: int | None = None, spacing: str | None = None,
-                     guidance: float = 1.0, clip_x0: float | None = 1.0, labels: Tensor | None = None,
-                     **options) -> Iterator[Step]:
+                     guidance: float = 1.0, clip_x0: float | None = 1.0, labels: Condition | None = None,
+                     prompts: Sequence[str] | None = None, **options) -> Iterator[Step]:
         """The sampler's steps for n images (defaults from the config's [sample] section).
 
         Images live in [-1, 1], so x0 predictions are clipped to it (clip_x0=1) by samplers that take clip_x0.
         `guidance` is the classifier-free guidance scale (1 = plain conditional sampling). `labels` (n,) gives each
-        image its own class (evaluation spreads classes over batches this way); it overrides `label`.
+        image its own class (evaluation spreads classes over batches this way); it overrides `label`. `prompts`
+        (text models) are English meanings: one for all n images, or one per equal group of images.
         """
         sampler, steps, spacing, timesteps = self.settings(sampler, steps, spacing)
         if timesteps is not None and "timesteps" not in options:
             options["timesteps"] = timesteps
         n = self.config.sample.n if n is None else n
-        y = self.labels_for(n, label, labels)
+        y = self.labels_for(n, label, labels, prompts)
         return sample_steps(
             self.guided(guidance, y), self.schedule.to(self.device), (n, *self.image_shape),
             sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed), device=self.device,
@@ -151,14 +163,17 @@ class Bundle:
 
     def guidance_sweep(self, scales: Sequence[float], n: int | None = None, *, sampler: str | None = None,
                        steps: int | None = None, spacing: str | None = None, seed: int | None = None,
-                       label: int | None = None) -> Tensor:
+                       label: int | None = None, prompts: Sequence[str] | None = None) -> Tensor:
         """n samples per guidance scale from the same noise: (len(scales) * n, C, H, W), one row of n per scale."""
         model = self.config.model
         if model.num_classes == 0 and model.context_dim == 0:
-            raise DiffkitError("A guidance sweep needs a class-conditional model, but this model is unconditional.")
+            raise DiffkitError("A guidance sweep needs a conditional model (classes or text), but this model is "
+                               "unconditional.")
+        if prompts is None and is_text_model(self.config):
+            raise DiffkitError("A guidance sweep on a text model needs a prompt (the meaning to guide towards).")
         sampler, steps, spacing, timesteps = self.settings(sampler, steps, spacing)
         n = self.config.sample.n if n is None else n
-        y = self.labels_for(n, label)
+        y = self.labels_for(n, label, prompts=prompts)
         for scale in scales:  # refuse any bad scale before sampling the first row
             check_conditioning(model.num_classes, model.context_dim, y, scale)
         return guidance_sweep(self.denoiser, self.schedule.to(self.device), (n, *self.image_shape), y, scales,
@@ -181,9 +196,9 @@ class Bundle:
 
     def inpaint_steps(self, image: Tensor, known: Tensor, n: int = 1, *, steps: int = 50, spacing: str | None = None,
                       seed: int | None = None, label: int | None = None, guidance: float = 1.0, jump: int = 10,
-                      resample: int = 1) -> Iterator[Step]:
+                      resample: int = 1, prompt: str | None = None) -> Iterator[Step]:
         """Steps of n inpaintings of one image (DDPM with RePaint's replacement; `known` True = keep the pixel)."""
-        y = self.labels_for(n, label)
+        y = self.labels_for(n, label, prompts=_listed(prompt))
         _, steps, spacing, _ = self.settings("ddpm", steps, spacing)  # fitted grids are for sampling only
         batch = self.check_image(image).expand(n, -1, -1, -1)
         return inpaint_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, known.to(self.device),
@@ -192,9 +207,9 @@ class Bundle:
 
     def img2img_steps(self, image: Tensor, strength: float, n: int = 1, *, sampler: str = "ddim", steps: int = 50,
                       spacing: str | None = None, seed: int | None = None, label: int | None = None,
-                      guidance: float = 1.0) -> Iterator[Step]:
+                      guidance: float = 1.0, prompt: str | None = None) -> Iterator[Step]:
         """Steps of n SDEdit redraws of one image at `strength` (0 < strength <= 1)."""
-        y = self.labels_for(n, label)
+        y = self.labels_for(n, label, prompts=_listed(prompt))
         sampler, steps, spacing, _ = self.settings(sampler, steps, spacing)
         batch = self.check_image(image).expand(n, -1, -1, -1)
         return img2img_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, strength,
@@ -203,12 +218,26 @@ class Bundle:
 
     def interpolate(self, image_a: Tensor, image_b: Tensor, *, frames: int = 8, steps: int = 50,
                     spacing: str | None = None, label: int | None = None, guidance: float = 1.0,
-                    refine: int = 2) -> Tensor:
+                    refine: int = 2, prompt: str | None = None) -> Tensor:
         """A strip (frames, C, H, W) morphing image_a into image_b through their DDIM-inverted noise."""
-        y = self.labels_for(1, label)
+        y = self.labels_for(1, label, prompts=_listed(prompt))
         _, steps, spacing, _ = self.settings("ddim", steps, spacing)
         return interpolate(self.guided(guidance, y), self.schedule.to(self.device), self.check_image(image_a),
                            self.check_image(image_b), frames=frames, steps=steps, spacing=spacing, y=y, refine=refine)
+
+    def interpolate_prompts(self, prompt_a: str, prompt_b: str, *, frames: int = 8, steps: int = 50,
+                            spacing: str | None = None, seed: int | None = None, guidance: float = 1.0) -> Tensor:
+        """A strip (frames, C, H, W) from one noise morphing the meaning prompt_a into prompt_b (text models)."""
+        y_a, y_b = (self.labels_for(1, prompts=[prompt]) for prompt in (prompt_a, prompt_b))
+        _, steps, spacing, _ = self.settings("ddim", steps, spacing)
+        return interpolate_conditions(self.guided(guidance, y_a), self.schedule.to(self.device),
+                                      (1, *self.image_shape), y_a, y_b, frames=frames, steps=steps, spacing=spacing,
+                                      generator=self.generator(seed), device=self.device)
+
+
+def _listed(prompt: str | None) -> list[str] | None:
+    """One prompt as the list `labels_for` takes (None stays None)."""
+    return None if prompt is None else [prompt]
 
 
 def schedule_of(config: Config) -> Schedule:

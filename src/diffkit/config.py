@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
 
-A `Config` has five sections (model, diffusion, data, train, sample). Presets in `diffkit/configs/*.toml`
+A `Config` has six sections (model, diffusion, data, text, train, sample). Presets in `diffkit/configs/*.toml`
 (`--config glyphs32`) name only what differs from the defaults below; `train.lr=2e-4` style overrides are
 type-checked against the dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
 """
@@ -25,8 +25,10 @@ from diffkit.nn.unet import UNetConfig
 from diffkit.process import PREDICTIONS
 from diffkit.sampling import SAMPLERS, SAMPLING_SPACINGS
 from diffkit.schedule import SCHEDULES
+from diffkit.text.encoder import ENCODERS  # a plain dict; transformers is imported only to encode
 
 LR_SCHEDULES = ("cosine", "constant")
+CAPTIONS = ("none", "meanings", "class_names")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,21 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """Text conditioning: which captions the images get and which frozen encoder reads them (model.context_dim)."""
+
+    captions: str = "none"  # none | meanings (glyphs: cleaned English meanings) | class_names
+    encoder: str = "all-MiniLM-L6-v2"  # a key of diffkit.text.encoder.ENCODERS
+    max_tokens: int = 24  # token budget per caption or prompt, [CLS] and [SEP] included
+    encoder_sha256: str | None = None  # the encoder's weights, recorded when training starts
+
+    def __post_init__(self) -> None:
+        _check_choice("text.captions", self.captions, CAPTIONS)
+        _check_choice("text.encoder", self.encoder, ENCODERS)
+        check_rules([("text.max_tokens", self.max_tokens, self.max_tokens >= 3, "at least 3")])
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, EMA, precision, budgets and how often to log, checkpoint and sample."""
 
@@ -74,7 +91,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
-    p_uncond: float = 0.1  # label dropout for classifier-free guidance (class-conditional models only)
+    p_uncond: float = 0.1  # label or caption dropout for classifier-free guidance (conditional models)
     bf16: bool = False  # bf16 autocast ("bf16-mixed")
     compile: bool = False  # torch.compile the network
     seed: int = 0
@@ -141,14 +158,24 @@ class Config:
     model: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
         # Each section checked itself; only rules that span sections remain.
         steps, T = self.sample.steps, self.diffusion.T
-        check_rules([("sample.steps", steps, steps <= T, f"in 1..diffusion.T={T}")])
+        check_rules([("sample.steps", steps, steps <= T, f"in 1..diffusion.T={T}"), *self._text_rules()])
         check_grids(self.sample.grids, T)  # fitted grids must lie on this schedule's steps
+
+    def _text_rules(self) -> list[Rule]:
+        """Captions and model.context_dim go together, and the width is the text encoder's."""
+        captions, encoder, width = self.text.captions, self.text.encoder, self.model.context_dim
+        needed = ENCODERS[encoder].width
+        return [("model.context_dim", width, captions == "none" or width == needed,
+                 f"{needed} (the width of {encoder}) with text.captions={captions}"),
+                ("model.context_dim", width, captions != "none" or width == 0,
+                 "0 unless text.captions names captions (meanings or class_names) for a text model")]
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-ready dict of sections (tuples become lists)."""
@@ -161,7 +188,7 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "text": TextConfig, "train": TrainConfig,
     "sample": SampleConfig,
 }
 

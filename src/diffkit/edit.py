@@ -17,6 +17,7 @@ from diffkit.process import Denoiser, call_denoiser, gather, q_sample, q_step
 from diffkit.sampling import (Step, ddim, ddpm_step, get_sampler, noise_like, run_to_end, sampling_schedule,
                               stepwise_inference, training_step)
 from diffkit.schedule import Schedule
+from diffkit.text.condition import batch_of, join_conditions
 
 
 def _as_batch(image: Tensor) -> Tensor:
@@ -167,12 +168,36 @@ def interpolate(denoise: Denoiser, schedule: Schedule, image_a: Tensor, image_b:
     pair = torch.cat([_as_batch(image_a), _as_batch(image_b)])  # (2, C, H, W)
     if pair.shape[0] != 2:
         raise DiffkitError("interpolate takes exactly one image a and one image b.")
-    pair_y = None if y is None else y.expand(2, *y.shape[1:])
+    pair_y = None if y is None else batch_of(y, 2)
     noise = ddim_invert(denoise, schedule, pair, steps=steps, spacing=spacing, y=pair_y, refine=refine)
     weights = torch.linspace(0, 1, frames).tolist()
     x_T = torch.cat([slerp(noise[:1], noise[1:], weight) for weight in weights])  # (frames, C, H, W)
     grid = sampling_schedule(schedule, steps, spacing).to(pair.device)
-    frames_y = None if y is None else y.expand(frames, *y.shape[1:])
+    frames_y = None if y is None else batch_of(y, frames)
     with torch.inference_mode():
         *_, last = ddim(denoise, x_T, grid, frames_y)
+    return last.x_t
+
+
+def interpolate_conditions(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], y_a, y_b, *,
+                           frames: int = 8, steps: int | None = 50, spacing: str = "trailing",
+                           generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """A strip of `frames` images (frames, C, H, W) from one noise, morphing condition y_a into y_b (two meanings,
+    two classes): frame w is decoded by DDIM with eps = (1 - w) eps(x_t, y_a) + w eps(x_t, y_b), so the ends are
+    the two conditional samples. y_a, y_b hold one condition each (labels (1,) or a 1-text condition)."""
+    if int(frames) != frames or frames < 2:
+        raise DiffkitError(f"An interpolation needs at least 2 frames, not {frames}.")
+    if shape[0] != 1:
+        raise DiffkitError("interpolate_conditions starts from the noise of one image; pass a shape (1, C, H, W).")
+    x_T = torch.randn(shape, generator=generator, device=device).expand(frames, *shape[1:])  # (frames, C, H, W)
+    w = torch.linspace(0, 1, frames, device=device).view(-1, 1, 1, 1)
+    both = join_conditions([batch_of(y_a, frames), batch_of(y_b, frames)])
+
+    def blended(x_t: Tensor, t: Tensor, y=None) -> Tensor:
+        eps_a, eps_b = denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)  # one forward of 2F
+        return eps_a + w * (eps_b - eps_a)
+
+    grid = sampling_schedule(schedule, steps, spacing).to(device)
+    with torch.inference_mode():
+        *_, last = ddim(blended, x_T.contiguous(), grid, None)
     return last.x_t

@@ -14,6 +14,11 @@ class DiffkitError(Exception):
     """
 
 
+class DiffkitNotice(UserWarning):
+    """Something the user should know that is not an error (a prompt cut to the encoder's length): a warning
+    for library callers, one `diffkit: notice:` line on the command line (`warning_line`)."""
+
+
 Rule = tuple[str, object, bool, str]  # (key, value, holds?, what it must be)
 
 
@@ -34,4 +39,10 @@ def warnings_as_lines() -> Iterator[None]:
         warnings.simplefilter("always")
         yield
     for warning in caught:
-        print(f"diffkit: warning: {warning.message}", file=sys.stderr, flush=True)
+        print(warning_line(warning.message, warning.category), file=sys.stderr, flush=True)
+
+
+def warning_line(message: object, category: type[Warning]) -> str:
+    """A warning as the command line shows it: `diffkit: notice: ...` for a DiffkitNotice, else `diffkit: warning:`."""
+    kind = "notice" if issubclass(category, DiffkitNotice) else "warning"
+    return f"diffkit: {kind}: {message}"

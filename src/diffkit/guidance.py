@@ -14,24 +14,31 @@ from diffkit.process import Denoiser
 from diffkit.progress import progress
 from diffkit.sampling import sample
 from diffkit.schedule import Schedule
+from diffkit.text.condition import TextCondition, join_conditions
 
 
-def drop_labels(y: Tensor, p_uncond: float, null_label: int, generator: torch.Generator | None = None) -> Tensor:
-    """y with each entry replaced, with probability p_uncond, by the null label (class ids) or zeros (vectors).
+def drop_labels(y: Tensor | TextCondition, p_uncond: float, null_label: int | None,
+                generator: torch.Generator | None = None) -> Tensor | TextCondition:
+    """y with each entry replaced, with probability p_uncond, by the null label (class ids), zeros (vectors) or
+    the learned null text (a TextCondition).
 
     Training on these teaches one network both p(x|y) and p(x) (Ho & Salimans, Algorithm 1).
     """
     if not 0.0 <= p_uncond <= 1.0:
         raise DiffkitError(f"p_uncond must lie in [0, 1], not {p_uncond}.")
     device = generator.device if generator is not None else y.device
-    drop = (torch.rand(y.shape[0], generator=generator, device=device) < p_uncond).to(y.device)  # (B,)
+    drop = (torch.rand(len(y), generator=generator, device=device) < p_uncond).to(y.device)  # (B,)
+    if isinstance(y, TextCondition):
+        return y.dropped(drop)
     if y.is_floating_point():  # text embeddings (B, D): the null condition is the zero vector
         return torch.where(drop[:, None], torch.zeros_like(y), y)
     return torch.where(drop, torch.full_like(y, null_label), y)
 
 
-def null_condition(y: Tensor, null_label: int | None) -> Tensor:
-    """The unconditional input matching y: the null label for class ids, the zero vector for text embeddings."""
+def null_condition(y: Tensor | TextCondition, null_label: int | None) -> Tensor | TextCondition:
+    """The unconditional input matching y: the null label for class ids, the null text for a TextCondition."""
+    if isinstance(y, TextCondition):
+        return y.as_null()
     if y.is_floating_point():
         return torch.zeros_like(y)
     if null_label is None:
@@ -61,7 +68,7 @@ def cfg(denoise: Denoiser, scale: float, null_label: int | None = None) -> Denoi
         null = null_condition(y, null_label)
         if scale == 0:
             return denoise(x_t, t, null)
-        eps = denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null]))  # (2B, C, H, W)
+        eps = denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), join_conditions([y, null]))  # (2B, C, H, W)
         eps_conditional, eps_unconditional = eps.chunk(2)
         return eps_unconditional + scale * (eps_conditional - eps_unconditional)
 
@@ -79,6 +86,9 @@ def check_conditioning(num_classes: int, context_dim: int, labels: Tensor | None
         return
     if not conditional:
         raise DiffkitError("This model is unconditional, so it takes no labels; drop the label option.")
+    if num_classes > 0 and isinstance(labels, TextCondition):
+        raise DiffkitError("This model is class-conditional, not a text model, so it takes no prompt; "
+                           "pass --label instead.")
     if num_classes > 0 and not labels.is_floating_point():
         bad = labels[(labels < -1) | (labels >= num_classes)]  # -1 is the null label (unconditional)
         if bad.numel():

@@ -37,6 +37,7 @@ from diffkit.run_log import MetricsLog
 from diffkit.schedule import Schedule
 from diffkit.seeds import NOISE_STREAM, SAMPLE_STREAM, TORCH_STREAM, derive_seed
 from diffkit.stop_request import StopRequest
+from diffkit.text.captions import CaptionTable
 from diffkit.train_data import ShardedBatches, TrainingImages, load_training_images
 
 
@@ -73,6 +74,7 @@ class Run:
     schedule: Schedule
     batches: ShardedBatches
     noise: torch.Generator  # t, eps and label dropout of this process
+    captions: CaptionTable | None = None  # text models: each label's cached caption embedding
     step: int = 0
     elapsed_seconds: float = 0.0  # training time over all sessions
     saved_step: int | None = None  # the step state.ckpt holds (None before the first checkpoint)
@@ -110,7 +112,39 @@ def resolve_config(config: Config, dataset: TrainingImages) -> Config:
     if classes and dataset.num_classes != classes:
         raise DiffkitError(f"model.num_classes={classes} but the dataset has {dataset.num_classes} classes; "
                            f"set model.num_classes={dataset.num_classes} (or 0 for an unconditional model).")
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, size=size))
+    return resolve_text(dataclasses.replace(config, data=dataclasses.replace(config.data, size=size)))
+
+
+def resolve_text(config: Config) -> Config:
+    """A text model's config with the encoder's SHA-256 recorded; a run resumed under other weights is refused."""
+    if config.text.captions == "none":
+        return config
+    from diffkit.text.encoder import encoder_digest
+
+    digest = encoder_digest(config.text.encoder)
+    recorded = config.text.encoder_sha256
+    if recorded not in (None, digest):
+        raise DiffkitError(f"The run was trained with {config.text.encoder} weights {recorded[:12]}... but the "
+                           f"installed ones are {digest[:12]}...; reinstall the encoder the run used.")
+    return dataclasses.replace(config, text=dataclasses.replace(config.text, encoder_sha256=digest))
+
+
+def load_captions(fabric: Fabric, config: Config, dataset: TrainingImages,
+                  quiet: bool = False) -> CaptionTable | None:
+    """The cached caption embeddings of a text model's classes (rank 0 encodes them if needed, then the rest read)."""
+    if config.text.captions == "none":
+        return None
+    from diffkit.data.dataset import resolve_data_dir
+    from diffkit.text.captions import caption_table, dataset_captions
+
+    captions = dataset_captions(dataset, config.text.captions)
+    text, directory = config.text, resolve_data_dir(config.data.data_dir)
+    log = print if fabric.is_global_zero and not quiet else (lambda message: None)
+    table = caption_table(captions, text.encoder, text.max_tokens, directory, log) if fabric.is_global_zero else None
+    fabric.barrier()
+    if table is None:
+        table = caption_table(captions, text.encoder, text.max_tokens, directory)
+    return table.to(fabric.device)
 
 
 def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: Path,
@@ -225,6 +259,8 @@ def compute_loss(run: Run) -> Tensor:
     y = None
     if run.config.model.num_classes:
         y = drop_labels(labels, run.config.train.p_uncond, run.network.null_label, run.noise)
+    elif run.captions is not None:  # text: the label's cached caption, dropped to the learned null text
+        y = drop_labels(run.captions.condition(labels), run.config.train.p_uncond, None, run.noise)
     diffusion = run.config.diffusion
     return diffusion_loss(run.model, run.schedule, x0, y, generator=run.noise, prediction=diffusion.prediction,
                           min_snr_gamma=diffusion.min_snr_gamma)
@@ -286,6 +322,7 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
     try:
         run, state_rows = setup_run(fabric, config, dataset, run_dir, resume)
         run.quiet = quiet
+        run.captions = load_captions(fabric, config, dataset, quiet)
         if resume:
             check_steps_left(run)
         if fabric.is_global_zero:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from diffkit.threads import configure_threads, prepare_environment
 
 prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
 
 from diffkit import progress  # noqa: E402
-from diffkit.cli import autoencoder, data, edit, evaluate, grid, sample, serve, train, viz  # noqa: E402
-from diffkit.errors import DiffkitError
+from diffkit.cli import autoencoder, data, edit, evaluate, export, grid, sample, serve, train, viz  # noqa: E402
+from diffkit.errors import DiffkitError, DiffkitNotice, warning_line  # noqa: E402
 
-COMMANDS: tuple = (data, train, autoencoder, sample, grid, edit, evaluate, viz, serve)
+COMMANDS: tuple = (data, train, autoencoder, sample, grid, edit, evaluate, export, viz, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     progress.set_quiet(getattr(args, "quiet", False))
+    show = warnings.showwarning
+
+    def notice(message, category, *rest, **keywords) -> None:  # a DiffkitNotice is one plain line
+        if issubclass(category, DiffkitNotice):
+            print(warning_line(message, category), file=sys.stderr)
+        else:
+            show(message, category, *rest, **keywords)
+
+    warnings.showwarning = notice
     try:
         configure_threads()
         result = args.func(args)
@@ -52,4 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffkit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
     return int(result or 0)

@@ -71,3 +71,8 @@ def add_spacing(parser: argparse.ArgumentParser, default_help: str = "the sample
 
     parser.add_argument("--spacing", default=None, choices=tuple(SPACINGS),
                         help=f"timestep spacing: {', '.join(SPACINGS)} (default: {default_help})")
+
+
+def add_prompt(parser: argparse.ArgumentParser, help_text: str = "the English meaning to condition on") -> None:
+    """--prompt: text models' English meaning (`Bundle.labels_for` turns it into the condition and checks it)."""
+    parser.add_argument("--prompt", default=None, help=f"text models: {help_text}, e.g. \"water\"")

@@ -74,7 +74,8 @@ def run_glyphs(args: argparse.Namespace) -> int:
     from diffkit.data.glyphs import skipped_count
 
     start = time.perf_counter()
-    dataset = load_dataset("glyphs", size=args.size, data_dir=args.data_dir, font=args.font, face=args.face,
+    dataset = load_dataset("glyphs", size=args.size, split="all", data_dir=args.data_dir, font=args.font,
+                           face=args.face,
                            variation=args.variation or "Regular", chars=args.chars, margin=args.margin,
                            missing=args.missing, meanings=args.meanings, force=args.force)
     seconds = time.perf_counter() - start
@@ -88,11 +89,22 @@ def run_glyphs(args: argparse.Namespace) -> int:
         print(f"  clipped {len(info['clipped'])} glyphs larger than the image: {info['clipped'][:40]}")
     known = sum(1 for meaning in dataset.meanings or [] if meaning)
     print(f"  meanings: {known} of {dataset.num_classes} characters from {info['meaning_source']}")
+    _print_caption_coverage(dataset)
     print(f"  cache: {info['cache_path']}")
     if args.preview:
         _save_preview(dataset, args.preview, count=256, nrow=None, seed=None)
         print(f"  preview: {args.preview}")
     return 0
+
+
+def _print_caption_coverage(dataset) -> None:
+    """How many glyphs have a plain-English caption and a radical, and the size of the held-out split."""
+    from diffkit.data.captions import glyph_metadata
+
+    coverage = glyph_metadata(dataset.class_names, dataset.meanings).coverage()
+    print(f"  captions (cleaned meanings): {coverage['with_meaning']} of {coverage['characters']}; "
+          f"radicals: {coverage['with_radical']}; held out (split test, main/common sets only): "
+          f"{coverage['held_out']}")
 
 
 def run_list(args: argparse.Namespace) -> int:

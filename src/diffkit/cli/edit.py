@@ -9,7 +9,8 @@ import argparse
 
 import torch
 
-from diffkit.cli.arguments import add_quiet, add_spacing, finite_float, output_file
+from diffkit.cli.arguments import add_prompt, add_quiet, add_spacing, finite_float, output_file
+from diffkit.errors import DiffkitError
 from diffkit.images import PICTURE_SUFFIXES
 from diffkit.sampling import SAMPLERS
 
@@ -40,8 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "interpolate", help="morph one image into another through DDIM-inverted noise",
         description="Invert both images to noise with deterministic DDIM, slerp between the noises, decode each.")
     _common(interpolate_parser, default_out="interpolation.png", default_steps=50, with_n=False)
-    interpolate_parser.add_argument("--image-a", required=True, help="first picture")
-    interpolate_parser.add_argument("--image-b", required=True, help="last picture")
+    interpolate_parser.add_argument("--image-a", help="first picture")
+    interpolate_parser.add_argument("--image-b", help="last picture")
+    interpolate_parser.add_argument("--prompt-b", default=None,
+                                    help="text models, without images: morph the meaning --prompt into this one "
+                                         "from one noise")
     interpolate_parser.add_argument("--frames", type=int, default=8, help="images in the strip (default 8)")
     interpolate_parser.add_argument("--refine", type=int, default=2,
                                     help="fixed-point refinements per inversion step (default 2)")
@@ -58,6 +62,7 @@ def _common(parser: argparse.ArgumentParser, default_out: str, default_steps: in
                              "-1: unconditional)")
     parser.add_argument("--guidance", type=finite_float, default=1.0,
                         help="classifier-free guidance scale (default 1)")
+    add_prompt(parser)
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--out", default=default_out, type=output_file(PICTURE_SUFFIXES),
                         help=f"picture to write (default {default_out})")
@@ -84,7 +89,8 @@ def run_inpaint(args: argparse.Namespace) -> int:
     image = _read(args.image, bundle)
     known = load_image(args.mask, channels=1) < 0  # (1, H, W): black (and dark grey) pixels are kept
     steps = bundle.inpaint_steps(image, known, args.n, steps=args.steps, spacing=args.spacing, seed=args.seed,
-                                 label=args.label, guidance=args.guidance, jump=args.jump, resample=args.resample)
+                                 label=args.label, guidance=args.guidance, jump=args.jump, resample=args.resample,
+                                 prompt=args.prompt)
     results = run_steps(steps, description="inpainting")[-1].x_t
     masked = torch.where(known.to(image.device).unsqueeze(0), image, torch.zeros_like(image))
     print(f"wrote {save_grid(torch.cat([image, masked, results]), args.out, nrow=args.n + 2)}")
@@ -100,7 +106,8 @@ def run_img2img(args: argparse.Namespace) -> int:
     bundle = load(args.run, device=args.device)
     image = _read(args.image, bundle)
     steps = bundle.img2img_steps(image, args.strength, args.n, sampler=args.sampler, steps=args.steps,
-                                 spacing=args.spacing, seed=args.seed, label=args.label, guidance=args.guidance)
+                                 spacing=args.spacing, seed=args.seed, label=args.label, guidance=args.guidance,
+                                 prompt=args.prompt)
     results = run_steps(steps, description="img2img")[-1].x_t
     print(f"wrote {save_grid(torch.cat([image, results]), args.out, nrow=args.n + 1)}")
     return 0
@@ -111,9 +118,30 @@ def run_interpolate(args: argparse.Namespace) -> int:
     from diffkit import load
     from diffkit.images import save_grid
 
+    if args.prompt_b is not None:
+        return _interpolate_meanings(args)
+    if not (args.image_a and args.image_b):
+        raise DiffkitError("interpolate needs --image-a and --image-b (or, for a text model, --prompt and "
+                           "--prompt-b).")
     bundle = load(args.run, device=args.device)
     strip = bundle.interpolate(_read(args.image_a, bundle), _read(args.image_b, bundle), frames=args.frames,
                                steps=args.steps, spacing=args.spacing, label=args.label, guidance=args.guidance,
-                               refine=args.refine)
+                               refine=args.refine, prompt=args.prompt)
+    print(f"wrote {save_grid(strip, args.out, nrow=args.frames)}")
+    return 0
+
+
+def _interpolate_meanings(args: argparse.Namespace) -> int:
+    """Write the strip morphing meaning --prompt into --prompt-b (one noise, blended predictions)."""
+    from diffkit import load
+    from diffkit.images import save_grid
+
+    if args.prompt is None or args.image_a or args.image_b:
+        raise DiffkitError("A meaning interpolation takes --prompt (first meaning) and --prompt-b, and no images.")
+    if args.label is not None:
+        raise DiffkitError("--prompt-b morphs one meaning into another; drop --label.")
+    bundle = load(args.run, device=args.device)
+    strip = bundle.interpolate_prompts(args.prompt, args.prompt_b, frames=args.frames, steps=args.steps,
+                                       spacing=args.spacing, seed=args.seed, guidance=args.guidance)
     print(f"wrote {save_grid(strip, args.out, nrow=args.frames)}")
     return 0

@@ -43,6 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None,
                         help="JSON file to write (default RUN/eval.json); train-classifier: the folder to write")
     add_quiet(parser)
+    parser.add_argument("--text", action="store_true",
+                        help="text glyph models: radical accuracy, meaning retrieval, held-out FID and memorisation "
+                             "on the held-out meanings (--n of them, rounded to groups of 32) at --guidance")
+    parser.add_argument("--judges", metavar="DIR", default=None,
+                        help="with --text: the radical classifier and meaning encoder (trained and saved if absent)")
+    parser.add_argument("--judge-steps", type=int, default=3000,
+                        help="with --text: judge training steps (default 3000)")
     parser.add_argument("--real", metavar="A", help="folder or .npz of real images (two-set mode)")
     parser.add_argument("--fake", metavar="B", help="folder or .npz of generated images (two-set mode)")
     classifier = parser.add_argument_group(f"{TRAIN_CLASSIFIER}")
@@ -68,7 +75,27 @@ def run(args: argparse.Namespace) -> int:
         return compare_sets(args)
     if not args.run:
         raise DiffkitError("Pass a RUN directory, --real A --fake B, or train-classifier.")
-    return evaluate_run(args)
+    return evaluate_text_run(args) if args.text else evaluate_run(args)
+
+
+def evaluate_text_run(args: argparse.Namespace) -> int:
+    """diffkit eval RUN --text: the text metrics on held-out meanings -> RUN/text-eval.json and a table."""
+    from diffkit.bundle import load
+    from diffkit.evaluate.text_protocol import format_text_table, glyph_eval_data, judges_for, text_evaluation
+
+    bundle = load(args.run, device=args.device)
+    log = lambda text: print(f"... {text}", flush=True)  # noqa: E731
+    data = glyph_eval_data(bundle.config.data, bundle.config.text, log=log)
+    judges = judges_for(data, args.judges, steps=args.judge_steps, seed=args.seed, log=log)
+    sampler, steps, *_ = bundle.settings(args.sampler, args.steps)  # named in the record, so resolved here
+    record = text_evaluation(bundle, data, judges, count=args.n, scales=[args.guidance], sampler=sampler,
+                             steps=steps, seed=args.seed, batch_size=args.batch_size, log=log)
+    directory = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out = Path(args.out) if args.out else directory / "text-eval.json"
+    write_json(out, dict(record, bundle=str(directory)))
+    print(format_text_table(record))
+    print(f"wrote {out}")
+    return 0
 
 
 def load_classifier_argument(args: argparse.Namespace):

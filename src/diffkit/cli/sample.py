@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from diffkit.animation import ANIMATION_SUFFIXES
-from diffkit.cli.arguments import add_quiet, add_spacing, finite_float, output_file, scale_list
+from diffkit.cli.arguments import add_prompt, add_quiet, add_spacing, finite_float, output_file, scale_list
 from diffkit.errors import DiffkitError
 from diffkit.images import PICTURE_SUFFIXES
 
@@ -34,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         type=output_file((*PICTURE_SUFFIXES, *SET_SUFFIXES), directory=True),
                         help="a grid picture (.png, .jpg), an .npz of uint8 images + labels, or a folder DIR/ "
                              "of PNGs (default samples.png)")
+    add_prompt(parser, "the meaning to draw (all --n images)")
+    parser.add_argument("--prompts", metavar="FILE", default=None,
+                        help="text models: one prompt per line; one grid row of --n images per prompt")
     parser.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
     parser.add_argument("--gif", metavar="PATH", default=None, type=output_file(ANIMATION_SUFFIXES),
                         help="also write the denoising trajectory as a .gif or .mp4")
@@ -77,22 +80,41 @@ def run(args: argparse.Namespace) -> int:
     if is_folder(args.out):
         check_folder(args.out)  # before minutes of sampling, not after
     bundle = load(args.run, device=args.device)
+    prompts, n, nrow = sample_prompts(args)
     # Resolved here for the progress bar; the bundle applies its spacing rule (and a fitted grid) to args.spacing.
     sampler, steps, *_ = bundle.settings(args.sampler, args.steps, args.spacing)
     if args.guidance_sweep:
         if args.gif:
             raise DiffkitError("--gif shows one sampling run; drop it with --guidance-sweep.")
-        images = bundle.guidance_sweep(args.guidance_sweep, args.n, sampler=sampler, steps=steps, spacing=args.spacing,
-                                       seed=args.seed, label=args.label)
-        labels = bundle.labels_for(args.n, args.label)
+        images = bundle.guidance_sweep(args.guidance_sweep, n, sampler=sampler, steps=steps, spacing=args.spacing,
+                                       seed=args.seed, label=args.label, prompts=prompts)
+        labels = None if prompts else class_labels(bundle, bundle.labels_for(n, args.label))
         labels = None if labels is None else labels.repeat(len(args.guidance_sweep))
-        print(f"wrote {write_samples(images, labels, args.out, args.nrow or args.n)}")
+        print(f"wrote {write_samples(images, labels, args.out, args.nrow or n)}")
         return 0
-    labels = bundle.labels_for(args.n, args.label)
-    trajectory = run_steps(bundle.sample_steps(args.n, sampler=sampler, steps=steps, spacing=args.spacing,
+    labels = bundle.labels_for(n, args.label, prompts=prompts)
+    trajectory = run_steps(bundle.sample_steps(n, sampler=sampler, steps=steps, spacing=args.spacing,
                                                seed=args.seed, labels=labels, guidance=args.guidance),
                            total=steps + 1, keep_all=bool(args.gif))  # every step is kept only for the GIF
-    print(f"wrote {write_samples(trajectory[-1].x_t, labels, args.out, args.nrow)}")
+    args.nrow = args.nrow or nrow
+    print(f"wrote {write_samples(trajectory[-1].x_t, class_labels(bundle, labels), args.out, args.nrow)}")
     if args.gif:
         print(f"wrote {save_trajectory_gif(trajectory, args.gif, nrow=args.nrow)}")
     return 0
+
+
+def sample_prompts(args: argparse.Namespace) -> tuple[list[str] | None, int, int | None]:
+    """(prompts or None, images to draw, images per grid row): --prompts FILE gives one row of --n per line."""
+    from diffkit.text.prompts import read_prompt_file
+
+    if args.prompt is not None and args.prompts is not None:
+        raise DiffkitError("Pass --prompt or --prompts FILE, not both.")
+    if args.prompts is not None:
+        prompts = read_prompt_file(args.prompts)
+        return prompts, args.n * len(prompts), args.n
+    return (None if args.prompt is None else [args.prompt]), args.n, None
+
+
+def class_labels(bundle, labels):
+    """The class ids an .npz keeps beside the images (a text model's prompts are not class ids: None)."""
+    return labels if bundle.config.model.num_classes > 0 else None

@@ -23,6 +23,7 @@ from diffkit.data.dataset import (
     ImageDataset, cache_path, check_size, check_split, file_identity, load_cache, resolve_data_dir,
     save_cache,
 )
+from diffkit.data.captions import is_held_out
 from diffkit.data.meanings import find_meaning_sources, load_meanings
 from diffkit.errors import DiffkitError
 
@@ -32,6 +33,7 @@ DEBIAN_CJK_FONTS = (
     Path("/usr/share/fonts/opentype/noto-cjk/NotoSansCJK-Regular.ttc"),
 )
 MISSING_CHOICES = ("skip", "error")
+SPLITS = ("train", "test", "all")  # test: the held-out characters of the main/common sets (captions.is_held_out)
 _ABSENT_CODEPOINT = "\U0010FFFF"  # a noncharacter no font maps, so it always draws .notdef
 
 
@@ -211,7 +213,10 @@ def load(
     drawn in every style, `labels` stay the character index and `styles` holds the style index.
     """
     size = check_size(size, 32)
-    check_split(split, ("train",), "glyphs")
+    check_split(split, SPLITS, "glyphs")
+    if split == "test" and chars not in ("main", "common"):
+        raise DiffkitError("Only the main and common character sets have a held-out test split; "
+                           "use split train (all of your characters) or chars main.")
     if missing not in MISSING_CHOICES:
         raise DiffkitError(f"missing must be one of {', '.join(MISSING_CHOICES)}, got {missing!r}.")
     margin = max(1, round(size / 16)) if margin is None else int(margin)
@@ -229,7 +234,21 @@ def load(
         save_cache(dataset, path)
     dataset.info["cache_path"] = str(path)
     _check_missing(dataset, missing)
-    return dataset
+    return dataset if split == "all" or chars not in ("main", "common") else select_split(dataset, split)
+
+
+def select_split(dataset: ImageDataset, split: str) -> ImageDataset:
+    """The images of the training characters (split train) or of the held-out ones (split test).
+
+    Labels stay indices into the full `class_names`, so a label means the same character in every split.
+    """
+    held_out = torch.tensor([is_held_out(character) for character in dataset.class_names], dtype=torch.bool)
+    keep = held_out[dataset.labels] if split == "test" else ~held_out[dataset.labels]  # (N,) per image
+    subset = ImageDataset(dataset.images[keep], dataset.labels[keep], dataset.class_names, dataset.meanings,
+                          dataset.name, dict(dataset.info, split=split),
+                          None if dataset.styles is None else dataset.styles[keep])
+    subset.from_cache = dataset.from_cache
+    return subset
 
 
 def font_choices(font: str | Path | list | None, face: int | None,

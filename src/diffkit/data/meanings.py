@@ -22,19 +22,24 @@ UNIHAN_CANDIDATES = (
 MEANING_SOURCES = ("auto", "unihan", "cedict", "none")
 
 
-def read_unihan_definitions(path: Path) -> dict[str, str]:
-    """Map each character to its Unihan kDefinition from Unihan_Readings.txt (optionally .bz2)."""
-    opener = bz2.open if path.suffix == ".bz2" else open
-    definitions: dict[str, str] = {}
+def read_unihan_fields(path: Path, fields: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Field -> (character -> value) for the given fields of a Unihan text file (optionally .bz2)."""
+    opener = bz2.open if Path(path).suffix == ".bz2" else open
+    found: dict[str, dict[str, str]] = {field: {} for field in fields}
     with opener(path, "rt", encoding="utf-8") as lines:
         for line in lines:
             # Format: "U+4E00<TAB>kDefinition<TAB>one; a, an; alone"
             if not line.startswith("U+"):
                 continue
             code, field, value = line.rstrip("\n").split("\t", 2)
-            if field == "kDefinition":
-                definitions[chr(int(code[2:], 16))] = value.strip()
-    return definitions
+            if field in found:
+                found[field][chr(int(code[2:], 16))] = value.strip()
+    return found
+
+
+def read_unihan_definitions(path: Path) -> dict[str, str]:
+    """Map each character to its Unihan kDefinition from Unihan_Readings.txt (optionally .bz2)."""
+    return read_unihan_fields(path, ("kDefinition",))["kDefinition"]
 
 
 def read_cedict_definitions(path: Path) -> dict[str, str]:

@@ -95,6 +95,33 @@ class AttentionBlock(nn.Module):
         return x + out.transpose(1, 2).reshape(B, C, H, W)
 
 
+class CrossAttentionBlock(nn.Module):
+    """Multi-head cross-attention from the H*W positions (queries) to text tokens (keys, values), residual.
+
+    The latent-diffusion / Imagen text path (Rombach et al. 2022, sec. 3.3): softmax(q k^T / sqrt(d)) v with
+    q from the GroupNorm-ed image features and k, v from the LayerNorm-ed tokens; padding tokens are masked out
+    of the softmax, so they change nothing.
+    """
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int, groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = group_norm(channels, groups)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))  # starts as identity, like AttentionBlock
+
+    def forward(self, x: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+        """(B, C, H, W), tokens (B, L, D), mask (B, L) bool (True = attend) -> (B, C, H, W)."""
+        B, C, H, W = x.shape
+        q = self.q(self.norm(x).flatten(2).transpose(1, 2))  # (B, H*W, C)
+        k, v = self.kv(tokens).chunk(2, dim=2)  # 2 x (B, L, C)
+        q, k, v = (z.unflatten(2, (self.num_heads, -1)).transpose(1, 2) for z in (q, k, v))  # (B, heads, N, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, heads, H*W, d)
+        out = self.proj(out.transpose(1, 2).flatten(2))  # (B, H*W, C)
+        return x + out.transpose(1, 2).reshape(B, C, H, W)
+
+
 class Downsample(nn.Module):
     """Halve H and W (rounding up: 7 -> 4) with a 3x3 stride-2 convolution."""
 

@@ -3,8 +3,9 @@
 Layout (Ho et al. 2020, Nichol & Dhariwal 2021): an input conv, then per resolution level
 `num_res_blocks` ResBlocks (+ self-attention at `attention_levels`) and a strided-conv downsample;
 a bottleneck of ResBlock-attention-ResBlock; the mirror path with one more block per level, each
-fed the concatenated skip; GroupNorm-SiLU-conv out. Timesteps (and optional class labels or a
-context vector) form one embedding that every ResBlock reads through scale-shift.
+fed the concatenated skip; GroupNorm-SiLU-conv out. Timesteps (and optional class labels or the pooled text)
+form one embedding that every ResBlock reads through scale-shift; a text model's tokens are also read by
+cross-attention at `cross_attention_levels` and in the bottleneck.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from diffkit.errors import DiffkitError, Rule, check_rules
-from diffkit.nn.layers import AttentionBlock, Downsample, ResBlock, Upsample, group_norm, timestep_embedding, zero_init
+from diffkit.nn.layers import (AttentionBlock, CrossAttentionBlock, Downsample, ResBlock, Upsample, group_norm,
+                               timestep_embedding, zero_init)
+from diffkit.text.condition import TextCondition
 
 
 def _is_int(value: Any) -> bool:
@@ -44,12 +47,13 @@ class UNetConfig:
     num_heads: int = 4
     dropout: float = 0.0
     num_classes: int = 0  # 0: unconditional; else labels 0..num_classes-1 plus the null label num_classes
-    context_dim: int = 0  # >0: y is a (B, context_dim) float vector (e.g. a text embedding)
+    context_dim: int = 0  # >0: a text model; y is a TextCondition with tokens of this width (MiniLM: 384)
+    cross_attention_levels: tuple[int, ...] = ()  # text models: levels whose blocks cross-attend (+ the bottleneck)
     groups: int = 32  # GroupNorm groups: the largest divisor of the channel count <= groups
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; store tuples so configs stay hashable and compare equal.
-        for name in ("channel_mults", "attention_levels"):
+        for name in ("channel_mults", "attention_levels", "cross_attention_levels"):
             value = getattr(self, name)
             check_rules([(f"model.{name}", value, isinstance(value, (list, tuple)), "a list of integers")])
             object.__setattr__(self, name, tuple(value))
@@ -63,6 +67,7 @@ class UNetConfig:
         counts = [(f"model.{name}", getattr(self, name), _is_int(getattr(self, name)) and getattr(self, name) >= 0,
                    "an integer >= 0") for name in ("num_classes", "context_dim")]
         mults, levels, dropout = list(self.channel_mults), list(self.attention_levels), self.dropout
+        crossed = list(self.cross_attention_levels)
         rules = positive + counts + [
             ("model.out_channels", self.out_channels,
              self.out_channels is None or (_is_int(self.out_channels) and self.out_channels >= 1),
@@ -71,13 +76,19 @@ class UNetConfig:
              "a non-empty list of positive integers"),
             ("model.attention_levels", levels, all(_is_int(level) and 0 <= level < len(mults) for level in levels),
              f"indices into channel_mults (integers in 0..{len(mults) - 1})"),
+            ("model.cross_attention_levels", crossed,
+             all(_is_int(level) and 0 <= level < len(mults) for level in crossed),
+             f"indices into channel_mults (integers in 0..{len(mults) - 1})"),
+            ("model.cross_attention_levels", crossed, not crossed or self.context_dim > 0,
+             "empty unless model.context_dim is set (a text model; 384 for MiniLM)"),
             ("model.dropout", dropout, isinstance(dropout, (int, float)) and not isinstance(dropout, bool)
              and 0 <= dropout < 1, "a number in [0, 1)"),
             ("model.context_dim", self.context_dim, self.num_classes == 0 or self.context_dim == 0,
              "0 when model.num_classes is set (choose one kind of conditioning)"),
         ]
         if all(holds for _, _, holds, _ in rules):  # the widths below need valid numbers
-            attended = {self.base_channels * mults[level] for level in levels} | {self.base_channels * mults[-1]}
+            attended = {self.base_channels * mults[level] for level in levels + crossed}
+            attended.add(self.base_channels * mults[-1])  # the bottleneck
             rules.append(("model.num_heads", self.num_heads, all(width % self.num_heads == 0 for width in attended),
                           f"a divisor of the attention widths {sorted(attended)} (or change base_channels)"))
         return rules
@@ -108,18 +119,30 @@ class UNetConfig:
         return cls(**data)
 
 
-class UNetBlock(nn.Module):
-    """A ResBlock, followed by self-attention when `attention` is set."""
+def _describe(y: object) -> str:
+    """What a wrong y was, for an error message."""
+    return f"dtype {y.dtype} shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
 
-    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig, attention: bool):
+
+class UNetBlock(nn.Module):
+    """A ResBlock, then self-attention when `attention` is set, then cross-attention to the text when `cross` is."""
+
+    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig, attention: bool,
+                 cross: bool = False):
         super().__init__()
         self.res = ResBlock(in_channels, out_channels, config.embedding_dim, config.dropout, config.groups)
         self.attention = AttentionBlock(out_channels, config.num_heads, config.groups) if attention else None
+        self.cross_attention = (CrossAttentionBlock(out_channels, config.context_dim, config.num_heads, config.groups)
+                                if cross else None)
 
-    def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
-        """(B, C_in, H, W), (B, E) -> (B, C_out, H, W)."""
+    def forward(self, x: Tensor, embedding: Tensor, text: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """(B, C_in, H, W), (B, E), optional (tokens (B, L, D), mask (B, L)) -> (B, C_out, H, W)."""
         h = self.res(x, embedding)
-        return h if self.attention is None else self.attention(h)
+        if self.attention is not None:
+            h = self.attention(h)
+        if self.cross_attention is not None:
+            h = self.cross_attention(h, *text)
+        return h
 
 
 class Level(nn.Module):
@@ -146,16 +169,21 @@ class UNet(nn.Module):
         # One extra row: the null label (index num_classes) that classifier-free guidance trains and samples with.
         self.label_embedding = nn.Embedding(config.num_classes + 1, embedding_dim) if config.num_classes else None
         self.context_embedding = nn.Linear(config.context_dim, embedding_dim) if config.context_dim else None
+        if config.context_dim:
+            # The learned null text (one token) that guidance's unconditional half and dropped captions read.
+            self.null_text = nn.Parameter(torch.zeros(1, config.context_dim))
+            self.text_norm = nn.LayerNorm(config.context_dim)
+        text = config.context_dim > 0
 
         self.input_conv = nn.Conv2d(config.in_channels, config.base_channels, 3, padding=1)
         channels = config.base_channels
         skip_channels = [channels]  # what each skip connection carries, in push order
         self.down = nn.ModuleList()
         for level, width in enumerate(widths):
-            attention = level in config.attention_levels
+            attention, cross = level in config.attention_levels, level in config.cross_attention_levels
             blocks = []
             for _ in range(config.num_res_blocks):
-                blocks.append(UNetBlock(channels, width, config, attention))
+                blocks.append(UNetBlock(channels, width, config, attention, cross))
                 channels = width
                 skip_channels.append(channels)
             last = level == len(widths) - 1
@@ -163,15 +191,15 @@ class UNet(nn.Module):
             if not last:
                 skip_channels.append(channels)
 
-        self.middle = UNetBlock(channels, channels, config, attention=True)
+        self.middle = UNetBlock(channels, channels, config, attention=True, cross=text)
         self.middle_res = ResBlock(channels, channels, embedding_dim, config.dropout, config.groups)
 
         self.up = nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
-            attention = level in config.attention_levels
+            attention, cross = level in config.attention_levels, level in config.cross_attention_levels
             blocks = []
             for _ in range(config.num_res_blocks + 1):
-                blocks.append(UNetBlock(channels + skip_channels.pop(), width, config, attention))
+                blocks.append(UNetBlock(channels + skip_channels.pop(), width, config, attention, cross))
                 channels = width
             self.up.append(Level(blocks, Upsample(channels) if level > 0 else None))
 
@@ -191,33 +219,35 @@ class UNet(nn.Module):
         """Total count of trainable parameters."""
         return sum(parameter.numel() for parameter in self.parameters() if parameter.requires_grad)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | TextCondition | None = None) -> Tensor:
         """Predict (B, out_channels, H, W) from x_t (B, C, H, W), timesteps t (B,) and optional y."""
         self._check_input(x)
-        embedding = self.embed(t, y, batch=x.shape[0])  # (B, E)
+        text = self._text(y, x.shape[0]) if self.context_embedding is not None else None
+        embedding = self.embed(t, y, batch=x.shape[0], text=text)  # (B, E)
 
         h = self.input_conv(x)  # (B, base, H, W)
         skips = [h]
         for level in self.down:
             for block in level.blocks:
-                h = block(h, embedding)
+                h = block(h, embedding, text)
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)  # (B, C, ceil(H/2), ceil(W/2))
                 skips.append(h)
 
-        h = self.middle_res(self.middle(h, embedding), embedding)
+        h = self.middle_res(self.middle(h, embedding, text), embedding)
 
         for level in self.up:
             for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), embedding)
+                h = block(torch.cat([h, skips.pop()], dim=1), embedding, text)
             if level.resample is not None:
                 h = level.resample(h, size=skips[-1].shape[-2:])  # back to the next skip's exact size
 
         return self.output(h)  # (B, out_channels, H, W)
 
-    def embed(self, t: Tensor, y: Tensor | None, batch: int) -> Tensor:
-        """The (B, E) conditioning embedding: MLP(sinusoid(t)) + label or context embedding."""
+    def embed(self, t: Tensor, y: Tensor | TextCondition | None, batch: int,
+              text: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The (B, E) conditioning embedding: MLP(sinusoid(t)) + label embedding or pooled text embedding."""
         t = torch.as_tensor(t, device=self.input_conv.weight.device)
         if t.ndim == 0:
             t = t.expand(batch)
@@ -226,7 +256,10 @@ class UNet(nn.Module):
         if self.label_embedding is not None:
             embedding = embedding + self.label_embedding(self._labels(y, batch))
         elif self.context_embedding is not None:
-            embedding = embedding + self.context_embedding(self._context(y, batch))
+            tokens, mask = text if text is not None else self._text(y, batch)
+            weights = mask.to(tokens.dtype)[:, :, None]  # (B, L, 1): the mean over real tokens, as MiniLM pools
+            pooled = (tokens * weights).sum(1) / weights.sum(1)  # (B, D)
+            embedding = embedding + self.context_embedding(pooled)
         else:
             _require(y is None, "This UNet is unconditional (num_classes=0, context_dim=0); pass y=None.")
         return embedding
@@ -238,8 +271,8 @@ class UNet(nn.Module):
         if y is None:
             return torch.full((batch,), null, dtype=torch.long, device=device)
         _require(
-            y.shape == (batch,) and not y.is_floating_point(),
-            f"y must hold {batch} integer class ids (shape ({batch},)), got dtype {y.dtype} shape {tuple(y.shape)}.",
+            isinstance(y, Tensor) and y.shape == (batch,) and not y.is_floating_point(),
+            f"y must hold {batch} integer class ids (shape ({batch},)), got {_describe(y)}.",
         )
         y = y.to(device=device, dtype=torch.long)
         _require(
@@ -248,17 +281,29 @@ class UNet(nn.Module):
         )
         return torch.where(y < 0, torch.full_like(y, null), y)
 
-    def _context(self, y: Tensor | None, batch: int) -> Tensor:
-        """Context vectors (B, context_dim); None is the null context, all zeros."""
-        shape = (batch, self.config.context_dim)
-        weight = self.context_embedding.weight
+    def _text(self, y: TextCondition | None, batch: int) -> tuple[Tensor, Tensor]:
+        """(normed tokens (B, L, D), mask (B, L)): y's tokens, with the learned null text in its null rows.
+
+        None means the null text for every row. A null row reads the null token alone (mask [1, 0, ...]).
+        """
+        dimension, weight = self.config.context_dim, self.null_text
         if y is None:
-            return torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+            return self.text_norm(weight.expand(batch, 1, dimension)), torch.ones(batch, 1, dtype=torch.bool,
+                                                                                 device=weight.device)
         _require(
-            y.shape == shape and y.is_floating_point(),
-            f"y must be a float tensor of shape {shape} (context vectors), got dtype {y.dtype} shape {tuple(y.shape)}.",
+            isinstance(y, TextCondition) and len(y) == batch and y.tokens.shape[2] == dimension,
+            f"y must be a TextCondition of {batch} texts with {dimension}-wide token states (use "
+            f"diffkit.text to encode prompts), got {type(y).__name__}.",
         )
-        return y.to(device=weight.device, dtype=weight.dtype)
+        y = y.to(weight.device, weight.dtype)
+        null_tokens = torch.zeros_like(y.tokens[:1])  # (1, L, D)
+        null_tokens[:, 0] = weight
+        null_mask = torch.zeros_like(y.mask[:1])
+        null_mask[:, 0] = True
+        null = y.null | ~y.mask.any(1)  # a text without a single real token reads the null text too
+        tokens = torch.where(null[:, None, None], null_tokens, y.tokens)  # (B, L, D)
+        mask = torch.where(null[:, None], null_mask, y.mask)  # (B, L)
+        return self.text_norm(tokens), mask
 
     def _check_input(self, x: Tensor) -> None:
         _require(

@@ -1,0 +1,48 @@
+"""Export a run as a shareable bundle: config.json, the EMA weights (fp16 by default: half the bytes, and
+`diffkit.load` reads them back into a float32 network) and `command.txt`, the command that made it."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, load
+from diffkit.errors import DiffkitError
+from diffkit.files import atomic_path
+
+COMMAND_FILE = "command.txt"
+
+
+def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, command: str | None = None) -> Path:
+    """Copy a run's config and weights (fp16 unless fp16=False) into `out` with the command that made it."""
+    load(run)  # refuses a run whose weights do not fit its config, before anything is written
+    run, out = Path(run), Path(out)
+    if out.resolve() == run.resolve():
+        raise DiffkitError(f"The export folder {out} is the run itself; choose another --out.")
+    try:
+        weights = load_file(str(run / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as error:
+        raise DiffkitError(f"Cannot read {run / WEIGHTS_FILE} ({error}).") from error
+    if fp16:
+        weights = {key: value.half() if value.is_floating_point() else value for key, value in weights.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / WEIGHTS_FILE) as temporary:
+        save_file(weights, str(temporary), metadata={"format": "pt", "library": "diffkit",
+                                                      "dtype": "float16" if fp16 else "float32"})
+    shutil.copyfile(run / CONFIG_FILE, out / CONFIG_FILE)
+    text = command if command is not None else " ".join(shlex.quote(part) for part in sys.argv)
+    (out / COMMAND_FILE).write_text(text.rstrip("\n") + "\n")
+    return out
+
+
+def bundle_megabytes(directory: str | Path) -> float:
+    """Size of a bundle's weights file in MB."""
+    return (Path(directory) / WEIGHTS_FILE).stat().st_size / 1e6
+
+
+__all__ = ["export_bundle", "bundle_megabytes"]
