@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from diffkit.bundle import load
-from diffkit.checkpoint import STATE_FILE, load_state
 from diffkit.config import DataConfig, load_config
 from diffkit.evaluate import metrics
 from diffkit.evaluate.classifier import save_classifier
@@ -38,7 +37,6 @@ from diffkit.evaluate.protocol import (
     train_dataset_classifier,
 )
 from diffkit.sampling import SAMPLERS
-from diffkit.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # Sampler name -> (label, spacing): each on its recommended grid (DESIGN.md, "The samplers").
@@ -64,6 +62,8 @@ def evaluations_of(sampler: str, steps: int) -> int:
 
 def train_model(minutes: float, run_name: str, quick: bool) -> Path:
     """Train fashion28 for `minutes` of wall clock into a fresh run directory; returns the directory."""
+    from diffkit.train import train  # imported here (as checkpoint below): benchmarks/nfe.py needs no Lightning
+
     overrides = [f"train.max_minutes={minutes}", "train.max_steps=none"]
     if quick:
         overrides += ["train.checkpoint_every=1000000", "train.sample_every=0"]
@@ -75,6 +75,8 @@ def train_model(minutes: float, run_name: str, quick: bool) -> Path:
 
 def trained_so_far(run_dir: Path) -> tuple[int, float]:
     """(steps, minutes spent in training steps) recorded in a run's state.ckpt (also for a --run trained elsewhere)."""
+    from diffkit.checkpoint import STATE_FILE, load_state
+
     state = load_state(Path(run_dir) / STATE_FILE)
     return int(state["step"]), round(float(state["elapsed_seconds"]) / 60, 1)
 

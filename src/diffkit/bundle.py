@@ -22,11 +22,11 @@ from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
 from diffkit.nn.unet import UNet
 from diffkit.edit import img2img_steps, inpaint_steps, interpolate, interpolate_conditions
-from diffkit.grids import stored_grid
+from diffkit.grids import FITTED, stored_grid
 from diffkit.guidance import check_conditioning, guidance_sweep, guided_denoiser
 from diffkit.process import Denoiser, eps_denoiser
 from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
-from diffkit.schedule import Schedule, make_schedule
+from diffkit.schedule import SPACINGS, Schedule, make_schedule
 from diffkit.text.condition import TextCondition
 from diffkit.text.prompts import is_text_model, prompt_condition
 
@@ -89,21 +89,31 @@ class Bundle:
                  spacing: str | None = None) -> Settings:
         """(sampler, steps, spacing, timesteps) with the defaults filled in from the config's [sample] section.
 
-        Without a spacing, a grid fitted for this sampler and step count (`diffkit fit-grid`, `sample.grids`) is
-        `timesteps`; otherwise the config's spacing goes with the config's sampler and any other sampler brings
-        its recommended one (Heun: karras). `timesteps` is None unless a fitted grid applies.
+        The one rule of grids: a grid fitted for this sampler and step count (`diffkit fit-grid`, `sample.grids`) is
+        `timesteps` when no spacing is given or the spacing is "fitted" (which refuses a bundle without that grid);
+        any other spacing wins over it. Without a spacing or grid the config's spacing goes with the config's sampler
+        and any other sampler brings its recommended one (Heun: karras). `timesteps` is None unless a grid applies.
         """
         defaults = self.config.sample
-        timesteps = stored_grid(defaults, sampler, steps) if spacing is None else None
-        if spacing is None:
-            same = sampler in (None, defaults.sampler)
-            spacing = defaults.spacing if same else get_sampler(sampler).recommended_spacing
-        sampler = defaults.sampler if sampler is None else sampler
-        get_sampler(sampler)  # an unknown name is refused here, naming the valid ones
+        chosen = defaults.sampler if sampler is None else sampler
+        get_sampler(chosen)  # an unknown name is refused here, naming the valid ones
         steps = defaults.steps if steps is None else steps
         if steps < 1:
             raise DiffkitError(f"The number of steps must be at least 1, not {steps}.")
-        return Settings(sampler, steps, spacing, timesteps)
+        timesteps = stored_grid(defaults, chosen, steps) if spacing in (None, FITTED) else None
+        if spacing == FITTED and timesteps is None:
+            raise DiffkitError(f"This bundle has no grid fitted for {chosen} with {steps} steps; run `diffkit fit-grid "
+                               f"RUN --sampler {chosen} --steps {steps}` or pass another --spacing.")
+        if spacing is None:
+            spacing = defaults.spacing if chosen == defaults.sampler else get_sampler(chosen).recommended_spacing
+        return Settings(chosen, steps, spacing, timesteps)
+
+    def edit_settings(self, sampler: str, steps: int, spacing: str | None) -> Settings:
+        """`settings` for the edits, which run on a spacing: a fitted grid is for sampling, so "fitted" is refused."""
+        if spacing == FITTED:
+            raise DiffkitError("Fitted grids are for sampling and evaluation; edits take one of the spacings: "
+                               f"{', '.join(SPACINGS)}.")
+        return self.settings(sampler, steps, spacing)
 
     def labels_for(self, n: int, label: int | None = None, labels: Condition | None = None,
                    prompts: Sequence[str] | None = None) -> Condition | None:
@@ -199,7 +209,7 @@ class Bundle:
                       resample: int = 1, prompt: str | None = None) -> Iterator[Step]:
         """Steps of n inpaintings of one image (DDPM with RePaint's replacement; `known` True = keep the pixel)."""
         y = self.labels_for(n, label, prompts=_listed(prompt))
-        _, steps, spacing, _ = self.settings("ddpm", steps, spacing)  # fitted grids are for sampling only
+        _, steps, spacing, _ = self.edit_settings("ddpm", steps, spacing)  # fitted grids are for sampling only
         batch = self.check_image(image).expand(n, -1, -1, -1)
         return inpaint_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, known.to(self.device),
                              steps=steps, spacing=spacing, y=y, generator=self.generator(seed), jump=jump,
@@ -210,7 +220,7 @@ class Bundle:
                       guidance: float = 1.0, prompt: str | None = None) -> Iterator[Step]:
         """Steps of n SDEdit redraws of one image at `strength` (0 < strength <= 1)."""
         y = self.labels_for(n, label, prompts=_listed(prompt))
-        sampler, steps, spacing, _ = self.settings(sampler, steps, spacing)
+        sampler, steps, spacing, _ = self.edit_settings(sampler, steps, spacing)
         batch = self.check_image(image).expand(n, -1, -1, -1)
         return img2img_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, strength,
                              sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed),
@@ -221,7 +231,7 @@ class Bundle:
                     refine: int = 2, prompt: str | None = None) -> Tensor:
         """A strip (frames, C, H, W) morphing image_a into image_b through their DDIM-inverted noise."""
         y = self.labels_for(1, label, prompts=_listed(prompt))
-        _, steps, spacing, _ = self.settings("ddim", steps, spacing)
+        _, steps, spacing, _ = self.edit_settings("ddim", steps, spacing)
         return interpolate(self.guided(guidance, y), self.schedule.to(self.device), self.check_image(image_a),
                            self.check_image(image_b), frames=frames, steps=steps, spacing=spacing, y=y, refine=refine)
 
@@ -229,7 +239,7 @@ class Bundle:
                             spacing: str | None = None, seed: int | None = None, guidance: float = 1.0) -> Tensor:
         """A strip (frames, C, H, W) from one noise morphing the meaning prompt_a into prompt_b (text models)."""
         y_a, y_b = (self.labels_for(1, prompts=[prompt]) for prompt in (prompt_a, prompt_b))
-        _, steps, spacing, _ = self.settings("ddim", steps, spacing)
+        _, steps, spacing, _ = self.edit_settings("ddim", steps, spacing)
         return interpolate_conditions(self.guided(guidance, y_a), self.schedule.to(self.device),
                                       (1, *self.image_shape), y_a, y_b, frames=frames, steps=steps, spacing=spacing,
                                       generator=self.generator(seed), device=self.device)

@@ -14,6 +14,7 @@ bounds) by L-BFGS with autograd through the sampler itself; it takes seconds on 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,10 +27,11 @@ from diffkit.sampling import SAMPLERS, get_sampler
 from diffkit.schedule import Schedule, at_log_snr, log_snr_at
 
 if TYPE_CHECKING:  # config.py imports this module to check stored grids
-    from diffkit.config import SampleConfig
+    from diffkit.config import Config, SampleConfig
 
 SPECTRUM_POINTS = 64  # quantiles of the spectrum the fit weighs equally (each stands for 1/64 of the axes)
 MAX_IMAGES = 10_000  # images the spectrum is estimated from (a seeded subset of larger sets)
+FITTED = "fitted"  # the spacing name that asks for the grid stored for the sampler and step count (Bundle.settings)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,27 @@ def fit_grid(sampler: str, steps: int, schedule: Schedule, scales: Tensor, itera
     with torch.no_grad():
         log_snr = _log_snr_of(z, high, low)
     return at_log_snr(schedule, log_snr).timesteps  # (steps,) ascending fractional training steps
+
+
+def data_scales(config: Config) -> Tensor:
+    """The scales a run's grids are fitted to: `fit_scales` of its training data's spectrum (seeded by train.seed)."""
+    from diffkit.bundle import schedule_of  # bundle.py imports this module
+    from diffkit.images import to_model_range
+    from diffkit.train_data import load_training_images
+
+    images = to_model_range(load_training_images(config.data).images)
+    return fit_scales(spectrum_of(images, torch.Generator().manual_seed(config.train.seed)), schedule_of(config))
+
+
+def fit_grids(config: Config, wanted: Iterable[tuple[str, int]], scales: Tensor | None = None) -> dict[str, list[float]]:
+    """A grid fitted to the run's data for each (sampler, steps), keyed and rounded as `sample.grids` stores them
+    (`diffkit fit-grid` and benchmarks/nfe.py); `scales` defaults to `data_scales(config)`."""
+    from diffkit.bundle import schedule_of
+
+    schedule = schedule_of(config)
+    scales = data_scales(config) if scales is None else scales
+    return {grid_key(sampler, steps): [round(float(t), 4) for t in fit_grid(sampler, steps, schedule, scales)]
+            for sampler, steps in wanted}
 
 
 def grid_key(sampler: str, steps: int) -> str:

@@ -65,12 +65,17 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
 
-def add_spacing(parser: argparse.ArgumentParser, default_help: str = "the sampler's recommended one") -> None:
-    """--spacing: the timestep grid, one of the library's one dict of spacings (`schedule.SPACINGS`)."""
+def add_spacing(parser: argparse.ArgumentParser, default_help: str = "the sampler's recommended one",
+                fitted: bool = False) -> None:
+    """--spacing: the timestep grid, one of the library's one dict of spacings (`schedule.SPACINGS`), and with
+    `fitted` (commands that sample from a bundle) also "fitted": the grid `diffkit fit-grid` stored for the sampler
+    and step count (`Bundle.settings` refuses a bundle without one)."""
+    from diffkit.grids import FITTED
     from diffkit.schedule import SPACINGS
 
-    parser.add_argument("--spacing", default=None, choices=tuple(SPACINGS),
-                        help=f"timestep spacing: {', '.join(SPACINGS)} (default: {default_help})")
+    choices = (*SPACINGS, FITTED) if fitted else tuple(SPACINGS)
+    parser.add_argument("--spacing", default=None, choices=choices,
+                        help=f"timestep spacing: {', '.join(choices)} (default: {default_help})")
 
 
 def add_prompt(parser: argparse.ArgumentParser, help_text: str = "the English meaning to condition on") -> None:

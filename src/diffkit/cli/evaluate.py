@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, default=5000, help="samples to draw (default 5000)")
     parser.add_argument("--sampler", default="dpmpp_2m", help="sampler name (default dpmpp_2m)")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    add_spacing(parser, "the run's with its own sampler, else the sampler's recommended one")
+    add_spacing(parser, "a grid fitted for the sampler and step count if the run has one, else the run's spacing "
+                        "with its own sampler, else the sampler's recommended one", fitted=True)
     parser.add_argument("--guidance", type=finite_float, default=1.0, help="classifier-free guidance scale (default 1)")
     parser.add_argument("--extractor", default="inception", choices=("inception", "domain"),
                         help="features for FID/KID/PR (default inception)")

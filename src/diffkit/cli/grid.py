@@ -37,15 +37,11 @@ def run(args: argparse.Namespace) -> int:
     """Read the run's data, fit one grid per step count, report the worst std error and save the config."""
     import dataclasses
 
-    import torch
-
     from diffkit.bundle import CONFIG_FILE, schedule_of
     from diffkit.config import load_config, save_config
     from diffkit.errors import DiffkitError
-    from diffkit.grids import fit_grid, fit_scales, grid_key, spectrum_of, worst_std_error
-    from diffkit.images import to_model_range
+    from diffkit.grids import data_scales, fit_grids, grid_key, worst_std_error
     from diffkit.sampling import get_sampler, sampling_schedule
-    from diffkit.train_data import load_training_images
 
     steps_list = parse_steps(args.steps)
     get_sampler(args.sampler)
@@ -53,19 +49,16 @@ def run(args: argparse.Namespace) -> int:
     if not config_path.is_file():
         raise DiffkitError(f"{config_path} does not exist; pass a run directory or bundle with {CONFIG_FILE}.")
     config = load_config(config_path)
-    schedule = schedule_of(config)
-    images = to_model_range(load_training_images(config.data).images)
-    scales = fit_scales(spectrum_of(images, torch.Generator().manual_seed(config.train.seed)), schedule)
-    grids = dict(config.sample.grids)
+    schedule, scales = schedule_of(config), data_scales(config)
+    fitted = fit_grids(config, [(args.sampler, steps) for steps in steps_list], scales)
     spacing = get_sampler(args.sampler).recommended_spacing
     for steps in steps_list:
-        timesteps = fit_grid(args.sampler, steps, schedule, scales)
-        grids[grid_key(args.sampler, steps)] = [round(float(t), 4) for t in timesteps]
+        timesteps = fitted[grid_key(args.sampler, steps)]
         before = worst_std_error(args.sampler, schedule, sampling_schedule(schedule, steps, spacing), scales)
         after = worst_std_error(args.sampler, schedule, sampling_schedule(schedule, timesteps=timesteps), scales)
         print(f"{grid_key(args.sampler, steps)}: worst std error over the data's scales {scales.min():.3g}.."
               f"{scales.max():.3g}: {before:.1%} on the {spacing} grid, {after:.1%} on the fitted one")
-    config = dataclasses.replace(config, sample=dataclasses.replace(config.sample, grids=grids))
+    config = dataclasses.replace(config, sample=dataclasses.replace(config.sample,
+                                                                    grids={**config.sample.grids, **fitted}))
     print(f"wrote {save_config(config, config_path)}")
     return 0
-

@@ -24,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run", metavar="RUN", help="run directory or bundle")
     parser.add_argument("--sampler", default=None, help="sampler name (default: the run's sample.sampler)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
-    add_spacing(parser, "the run's with its own sampler, else the sampler's recommended one")
+    add_spacing(parser, "a grid fitted for the sampler and step count if the run has one, else the run's spacing "
+                        "with its own sampler, else the sampler's recommended one", fitted=True)
     parser.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     parser.add_argument("--label", type=int, default=None,
