@@ -135,3 +135,34 @@ def test_an_autoencoder_for_other_images_is_refused_in_one_sentence(tmp_path):
     with pytest.raises(DiffkitError, match="does not divide that size"):
         resolve_latent(apply_overrides(config, ["data.size=none"]), torch.zeros(4, 1, 18, 18, dtype=torch.uint8),
                        tmp_path / "ae18")
+
+
+def test_the_latent_glyph_preset_fits_the_glyph_autoencoder_preset():
+    from diffkit.autoencoder_config import load_autoencoder_config
+    from diffkit.config import load_config
+
+    latent, autoencoder = load_config("glyphs128-latent"), load_autoencoder_config("glyphs128-ae")
+    assert latent.latent.autoencoder == "runs/glyphs128-ae"
+    assert latent.model.in_channels == autoencoder.model.latent_channels
+    assert latent.data.size == autoencoder.data.size == 128 and latent.data.dataset == autoencoder.data.dataset
+    assert latent.data.size // autoencoder.model.factor == 32
+
+
+def test_a_missing_autoencoder_is_named_before_the_data_loads(tmp_path):
+    config = latent_config(tmp_path / "nowhere", tmp_path / "data")
+    with pytest.raises(DiffkitError, match="nowhere \\(latent.autoencoder\\) does not exist"):
+        train(config, tmp_path / "run", quiet=True, launch=train_module.Launch(accelerator="cpu"))
+
+
+@pytest.mark.slow  # UMAP's numba compilation: ~80 s in a fresh process on the loaded 2-core CPU, once per process
+def test_viz_map_draws_latents_beside_pixels(latent_run, tmp_path, capsys, bundle_dir):
+    from diffkit.cli import main
+
+    run, _ = latent_run
+    out = tmp_path / "map.png"
+    assert main(["viz", "map", str(run), "--space", "latent", "--dataset", "synthetic", "--samples", "4",
+                 "--trajectories", "2", "--steps", "3", "--epochs", "20", "--out", str(out)]) == 0
+    assert "images and their latents" in capsys.readouterr().out and out.stat().st_size > 1000
+    assert main(["viz", "map", str(bundle_dir), "--space", "latent", "--dataset", "synthetic",
+                 "--out", str(tmp_path / "pixel.png")]) == 2
+    assert "pixel-space model" in capsys.readouterr().err

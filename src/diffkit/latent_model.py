@@ -51,7 +51,11 @@ def autoencoder_source(config: Config, run_dir: str | Path | None, resume: bool)
     """Where training reads the autoencoder: a resumed run's own copy when it has one, else latent.autoencoder."""
     if resume and run_dir is not None and (Path(run_dir) / AUTOENCODER_DIR / WEIGHTS_FILE).is_file():
         return Path(run_dir) / AUTOENCODER_DIR
-    return Path(config.latent.autoencoder)
+    source = Path(config.latent.autoencoder)
+    if not source.is_dir():
+        raise DiffkitError(f"The autoencoder {source} (latent.autoencoder) does not exist; train it first with "
+                           "`diffkit train-autoencoder` or set latent.autoencoder to an autoencoder run directory.")
+    return source
 
 
 def check_fits(config: Config, encoder: LatentEncoder, where: Path) -> None:

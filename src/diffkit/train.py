@@ -319,11 +319,11 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
     """
     fabric = make_fabric(config, launch)
     fabric.launch()
+    source = autoencoder_source(config, run_dir, resume) if is_latent(config) else None  # before the slow data
     if dataset is None:
         dataset = load_in_rank_order(fabric, config)
-    encoder, source = None, None
-    if is_latent(config):
-        source = autoencoder_source(config, run_dir, resume)
+    encoder = None
+    if source is not None:
         config, encoder = resolve_latent(config, dataset.images, source)
     config = resolve_config(config, dataset)
     run_dir, lock = prepare_run_dir(fabric, config, run_dir, name, resume)
