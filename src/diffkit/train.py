@@ -371,7 +371,8 @@ def summary(run: Run, preset: str, resumed: bool) -> str:
         f"{train.max_steps} steps" if train.max_steps is not None else "",
         f"{train.max_minutes:g} minutes" if train.max_minutes is not None else "") if part) or "no limit (Ctrl-C stops)"
     start = f"resuming at step {run.step}" if resumed else f"preset {preset}"
-    space = "" if run.encoder is None else f", as {'x'.join(map(str, run.batches.images.shape[1:]))} latents"
+    latent = getattr(run, "encoder", None) is not None  # the autoencoder's own run has no encoder
+    space = f", as {'x'.join(map(str, run.batches.images.shape[1:]))} latents" if latent else ""
     return (f"diffkit: {start}; dataset {config.data.dataset} ({run.batches.count} images, {config.data.size} px"
             f"{space}); "
             f"{parameters / 1e6:.2f} M parameters; budget {budget}\n"
