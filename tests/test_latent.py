@@ -166,3 +166,18 @@ def test_viz_map_draws_latents_beside_pixels(latent_run, tmp_path, capsys, bundl
     assert main(["viz", "map", str(bundle_dir), "--space", "latent", "--dataset", "synthetic",
                  "--out", str(tmp_path / "pixel.png")]) == 2
     assert "pixel-space model" in capsys.readouterr().err
+
+
+def test_a_latent_run_resumes_with_its_own_autoencoder_copy(latent_run, tmp_path):
+    run, _ = latent_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".lock"))
+    from diffkit.config import load_config
+
+    # The source directory named in the config is not needed any more: the run holds the autoencoder.
+    saved = json.loads((copy / "config.json").read_text())
+    saved["latent"]["autoencoder"] = str(tmp_path / "gone")
+    (copy / "config.json").write_text(json.dumps(saved))
+    config = load_config(copy / "config.json", ["train.max_steps=4"])
+    result = train(config, copy, resume=True, quiet=True, launch=train_module.Launch(accelerator="cpu"))
+    assert result.step == 4 and diffkit.load(copy).sample(1, steps=2).shape == (1, 1, 16, 16)
