@@ -29,7 +29,7 @@ from diffkit.bundle import CONFIG_FILE, Bundle, load
 from diffkit.config import save_config
 from diffkit.evaluate.classifier import WEIGHTS_NAME
 from diffkit.evaluate.protocol import DomainModel, generate_samples, load_domain_model, load_split, make_extractor
-from diffkit.grids import FITTED, fit_grids, grid_key
+from diffkit.grids import FITTED, data_scales, fit_grids, grid_key
 from quality import Reference, evaluations_of, get_classifier, machine_description, steps_for, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def with_fitted_grids(bundle: Bundle, settings: Sequence[Setting]) -> tuple[Bund
                      if row.spacing == FITTED and grid_key(row.sampler, row.steps) not in stored})
     if not wanted:
         return bundle, {}
-    fitted = fit_grids(bundle.config, wanted)
+    fitted = fit_grids(bundle.config, wanted, data_scales(bundle.config, bundle.encoder))
     sample = dataclasses.replace(bundle.config.sample, grids={**stored, **fitted})
     return dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, sample=sample)), fitted
 
@@ -193,7 +193,7 @@ def run_benchmark(args: argparse.Namespace, stem: Path, log: Callable[[str], Non
     started = time.perf_counter()
     run = run_directory(args.run)
     bundle = load(run)
-    settings = plan(args.budgets, args.samplers, args.spacings)
+    settings = plan(args.nfes, args.samplers, args.spacings)
     ddpm = ddpm_setting(args.ddpm_steps or bundle.config.diffusion.T)
     fit_started = time.perf_counter()
     bundle, fitted = with_fitted_grids(bundle, settings)
@@ -208,7 +208,7 @@ def run_benchmark(args: argparse.Namespace, stem: Path, log: Callable[[str], Non
     report = {"date": datetime.date.today().isoformat(), "machine": machine_description(), "quick": args.quick,
               "threads": args.threads, "run": str(run), "dataset": config.data.dataset,
               "image_size": config.data.size, "T": config.diffusion.T, "samples": args.n, "seed": args.seed,
-              "budgets": list(args.budgets), "fitted_now": fitted,
+              "budgets": list(args.nfes), "fitted_now": fitted,
               "estimate": {"image_evaluations": image_evaluations, "per_second": round(rate, 1),
                            "seconds": round(image_evaluations / rate, 1)}}
     classifier, report["classifier"] = domain_model(args, bundle, run)
@@ -274,7 +274,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, budgets(value) if name == "nfes" else value)
-    args.budgets = args.nfes
     return args
 
 

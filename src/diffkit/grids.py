@@ -28,6 +28,7 @@ from diffkit.schedule import Schedule, at_log_snr, log_snr_at
 
 if TYPE_CHECKING:  # config.py imports this module to check stored grids
     from diffkit.config import Config, SampleConfig
+    from diffkit.encoders import Encoder
 
 SPECTRUM_POINTS = 64  # quantiles of the spectrum the fit weighs equally (each stands for 1/64 of the axes)
 MAX_IMAGES = 10_000  # images the spectrum is estimated from (a seeded subset of larger sets)
@@ -113,23 +114,27 @@ def fit_grid(sampler: str, steps: int, schedule: Schedule, scales: Tensor, itera
     return at_log_snr(schedule, log_snr).timesteps  # (steps,) ascending fractional training steps
 
 
-def data_scales(config: Config) -> Tensor:
-    """The scales a run's grids are fitted to: `fit_scales` of its training data's spectrum (seeded by train.seed)."""
+def data_scales(config: Config, encoder: Encoder | None = None) -> Tensor:
+    """The scales a run's grids are fitted to: `fit_scales` of the spectrum (seeded by train.seed) of its training
+    images, or of their latents for a latent model (pass its `encoder`, the bundle's)."""
     from diffkit.bundle import schedule_of  # bundle.py imports this module
+    from diffkit.encoders import encode_dataset
     from diffkit.images import to_model_range
     from diffkit.train_data import load_training_images
 
-    images = to_model_range(load_training_images(config.data).images)
+    if (encoder is None) != (config.latent.autoencoder is None):
+        raise DiffkitError("A latent model's grid is fitted to its latents: pass its encoder (and a pixel model none).")
+    images = load_training_images(config.data).images
+    images = to_model_range(images) if encoder is None else encode_dataset(encoder, images)
     return fit_scales(spectrum_of(images, torch.Generator().manual_seed(config.train.seed)), schedule_of(config))
 
 
-def fit_grids(config: Config, wanted: Iterable[tuple[str, int]], scales: Tensor | None = None) -> dict[str, list[float]]:
-    """A grid fitted to the run's data for each (sampler, steps), keyed and rounded as `sample.grids` stores them
-    (`diffkit fit-grid` and benchmarks/nfe.py); `scales` defaults to `data_scales(config)`."""
+def fit_grids(config: Config, wanted: Iterable[tuple[str, int]], scales: Tensor) -> dict[str, list[float]]:
+    """A grid fitted to `scales` (`data_scales`) for each (sampler, steps) on the run's schedule, keyed and rounded
+    as `sample.grids` stores them: `diffkit fit-grid` and benchmarks/nfe.py call this."""
     from diffkit.bundle import schedule_of
 
     schedule = schedule_of(config)
-    scales = data_scales(config) if scales is None else scales
     return {grid_key(sampler, steps): [round(float(t), 4) for t in fit_grid(sampler, steps, schedule, scales)]
             for sampler, steps in wanted}
 

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     """Read the run's data, fit one grid per step count, report the worst std error and save the config."""
     import dataclasses
 
-    from diffkit.bundle import CONFIG_FILE, schedule_of
+    from diffkit.bundle import CONFIG_FILE, load, schedule_of
     from diffkit.config import load_config, save_config
     from diffkit.errors import DiffkitError
     from diffkit.grids import data_scales, fit_grids, grid_key, worst_std_error
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if not config_path.is_file():
         raise DiffkitError(f"{config_path} does not exist; pass a run directory or bundle with {CONFIG_FILE}.")
     config = load_config(config_path)
-    schedule, scales = schedule_of(config), data_scales(config)
+    encoder = load(args.run).encoder if config.latent.autoencoder is not None else None  # fits the latents
+    schedule, scales = schedule_of(config), data_scales(config, encoder)
     fitted = fit_grids(config, [(args.sampler, steps) for steps in steps_list], scales)
     spacing = get_sampler(args.sampler).recommended_spacing
     for steps in steps_list:

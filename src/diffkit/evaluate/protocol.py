@@ -25,6 +25,7 @@ from diffkit.errors import DiffkitError
 from diffkit.evaluate import classifier as domain
 from diffkit.evaluate import metrics
 from diffkit.files import file_digest
+from diffkit.grids import FITTED
 from diffkit.images import to_model_range, to_uint8
 from diffkit.progress import progress
 from diffkit.sampling import get_sampler
@@ -302,6 +303,9 @@ def evaluate_bundle(bundle: Bundle, protocol: Protocol, classifier: DomainModel 
     """Draw `protocol.n` samples from a bundle and measure the protocol's metrics."""
     config = bundle.config
     check_protocol(protocol, config.model.num_classes, classifier)
+    if "nll" in protocol.metrics and bundle.encoder is not None:
+        raise DiffkitError("The NLL bound of a latent model would be a bound on its latents, not on pixels; drop "
+                           "'nll' from --metrics.")
     settings = bundle.settings(protocol.sampler, protocol.steps, protocol.spacing)  # Bundle's default rule
     timings: dict[str, float] = {}
     results: dict[str, float] = {}
@@ -344,7 +348,7 @@ def protocol_record(bundle: Bundle, protocol: Protocol, settings: Settings, clas
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metrics": list(protocol.metrics), "samples": protocol.n, "sampler": protocol.sampler,
-        "steps": protocol.steps, "spacing": settings.spacing if settings.timesteps is None else "fitted",
+        "steps": protocol.steps, "spacing": settings.spacing if settings.timesteps is None else FITTED,
         "timesteps": settings.timesteps,
         "network_evaluations": get_sampler(protocol.sampler).evaluations(protocol.steps),
         "guidance": protocol.guidance, "seed": protocol.seed, "dataset": bundle.config.data.dataset,
