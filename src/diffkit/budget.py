@@ -93,19 +93,26 @@ class Budget:
             self.seconds_per_step, self.reported_horizon = saved["seconds_per_step"], saved["reported_horizon"]
             self.estimated_steps = saved.get("estimated_steps")
             self.start_session(step)
-        else:
-            self.seconds_per_step = saved["seconds_per_step"] if saved is not None else None
-            old_plan = Plan(**saved["plan"]) if saved is not None else None
-            self.new_budget(step, float(saved["spent_seconds"]) if saved is not None else 0.0, old_plan)
+        elif saved is None:
+            self.new_budget(step, 0.0)
+        else:  # other budget values: a new plan; the time budget goes on unless max_minutes changed
+            self.seconds_per_step = saved["seconds_per_step"]
+            same_minutes = saved["inputs"]["max_minutes"] == train.max_minutes
+            self.new_budget(step, float(saved["spent_seconds"]), Plan(**saved["plan"]),
+                            saved["budget_seconds"] if same_minutes else None)
 
-    def new_budget(self, step: int, spent: float, old_plan: Plan | None = None) -> None:
-        """A budget of train.max_minutes from now (after `spent` seconds) and a plan as if the run had had this
-        budget from its start: the cosine restarts from the warm-up's end (a warm-up already done is kept)."""
+    def new_budget(self, step: int, spent: float, old_plan: Plan | None = None,
+                   budget_seconds: float | None = None) -> None:
+        """A plan as if the run had had this budget from its start: the cosine restarts from the warm-up's end (a
+        warm-up already done is kept). The time budget is `budget_seconds` in all, else train.max_minutes from now
+        (after `spent` seconds)."""
         minutes = self.train.max_minutes
-        self.budget_seconds = None if minutes is None else spent + minutes * 60
-        self.spent_before = spent
+        if budget_seconds is None:
+            budget_seconds = None if minutes is None else spent + minutes * 60
+        self.budget_seconds, self.spent_before = budget_seconds, spent
         horizon = self._horizon(step, spent)
-        warmup = old_plan.warmup if old_plan is not None and step >= old_plan.warmup else warmup_for(self.train, horizon)
+        kept = old_plan is not None and step >= old_plan.warmup
+        warmup = old_plan.warmup if kept else warmup_for(self.train, horizon)
         self.plan = Plan(warmup, horizon, warmup)
         self.reported_horizon = None
         self.start_session(step)
@@ -148,6 +155,8 @@ class Budget:
             return None
         reference_step, reference_seconds = self.reference
         if step - reference_step < (FIRST_PLAN_AFTER if self.seconds_per_step is None else REPLAN_EVERY):
+            return None
+        if seconds <= reference_seconds:  # a clock too coarse to see these steps: measure a longer interval
             return None
         interval = (seconds - reference_seconds) / (step - reference_step)
         self.seconds_per_step = interval if self.seconds_per_step is None else (

@@ -29,7 +29,8 @@ MAX_SIGMA_REL = 12 ** -0.5  # sigma_rel at gamma = 0 (a plain average): larger w
 def power_function_gamma(sigma_rel: float) -> float:
     """EDM2's exponent gamma of the profile t^gamma with relative std sigma_rel: the root of
     sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)), i.e. of the cubic
-    gamma^3 + 7 gamma^2 + (16 - sigma_rel^-2) gamma + (12 - sigma_rel^-2) = 0 (the largest real root, as EDM2's code)."""
+    gamma^3 + 7 gamma^2 + (16 - sigma_rel^-2) gamma + (12 - sigma_rel^-2) = 0 (its largest real root, as in EDM2's
+    code)."""
     inverse = sigma_rel ** -2
     roots = np.roots([1.0, 7.0, 16.0 - inverse, 12.0 - inverse])
     return float(roots[np.abs(roots.imag) < 1e-9].real.max())

@@ -3,7 +3,8 @@
 Fabric supplies the devices, precision, multi-process data parallelism and launching (one process on a laptop,
 gloo processes on a CPU, N GPUs x M nodes); the loop is ours: AdamW with linear warm-up and cosine decay,
 gradient clipping, EMA weights, periodic checkpoints / sample grids / metrics, budgets in steps and minutes
-that plan the learning rate (`diffkit.budget`), and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files; every process draws its shard of each batch.
+that plan the learning rate (`diffkit.budget`), and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files;
+every process draws its shard of each batch.
 """
 
 from __future__ import annotations
@@ -277,9 +278,10 @@ def agree(fabric: Fabric, loss: Tensor, stop: bool, seconds: float) -> tuple[flo
     flags = torch.stack([loss.detach().float(), (~torch.isfinite(loss.detach())).float(),
                          torch.tensor(float(stop), device=loss.device),
                          torch.tensor(seconds, dtype=torch.float32, device=loss.device)])
-    if fabric.world_size > 1:
-        flags = fabric.all_reduce(flags, reduce_op="sum")
-    mean_loss, nonfinite, stopping, total_seconds = flags.tolist()
+    if fabric.world_size == 1:  # this process's own seconds, not rounded to float32
+        mean_loss, nonfinite, stopping, _ = flags.tolist()
+        return mean_loss, nonfinite > 0, stopping > 0, seconds
+    mean_loss, nonfinite, stopping, total_seconds = fabric.all_reduce(flags, reduce_op="sum").tolist()
     return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0, total_seconds / fabric.world_size
 
 

@@ -32,8 +32,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/<preset name>)")
     parser.add_argument("--max-steps", type=int, help="stop after this many training steps (train.max_steps)")
     parser.add_argument("--max-minutes", type=float,
-                        help="stop after this many minutes (train.max_minutes); the learning-rate schedule is planned to "
-                             "end with them; with --resume: this many more minutes")
+                        help="stop after this many minutes (train.max_minutes); the learning-rate schedule is "
+                             "planned to end with them; with --resume: this many more minutes")
     parser.add_argument("--accelerator", default="auto", choices=("cpu", "gpu", "cuda", "mps", "auto"),
                         help="hardware to train on (default auto)")
     parser.add_argument("--quiet", action="store_true",
