@@ -98,7 +98,7 @@ chromium:
 # models/, then serve every bundle there at http://127.0.0.1:7860 (SERVE_ARGS, e.g. --port 8000, are passed on).
 SERVE_ARGS ?=
 $(VENV)/.serve-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[glyphs,viz,web]'
+	$(PY) -m pip install -q -e '.[glyphs,viz,web,text]'
 	touch $@
 
 serve: $(VENV)/.serve-installed

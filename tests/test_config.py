@@ -42,14 +42,14 @@ def test_fashion_preset_is_class_conditional_with_label_dropout():
 def test_overrides_are_converted_to_field_types():
     config = tiny_config("train.lr=2e-4", "train.max_minutes=1", "model.channel_mults=[1, 2, 2]",
                          "diffusion.schedule=linear", "train.grad_clip=none", "data.options.count=32",
-                         "train.bf16=true", "sample.sampler=\"ddpm\"")
+                         "train.precision=bf16", "sample.sampler=\"ddpm\"")
     assert config.train.lr == 2e-4
     assert config.train.max_minutes == 1.0 and isinstance(config.train.max_minutes, float)
     assert config.model.channel_mults == (1, 2, 2)
     assert config.diffusion.schedule == "linear"
     assert config.train.grad_clip is None
     assert config.data.options == {"count": 32, "classes": 4}
-    assert config.train.bf16 is True and config.sample.sampler == "ddpm"
+    assert config.train.precision == "bf16" and config.sample.sampler == "ddpm"
 
 
 def test_parse_value_reads_toml_and_bare_words():
@@ -70,7 +70,8 @@ def test_unknown_section_is_named():
 @pytest.mark.parametrize("override, words", [
     ("train.batch_size=abc", r"train\.batch_size='abc'.*integer"),
     ("train.batch_size=2.5", r"train\.batch_size=2\.5.*integer"),
-    ("train.bf16=1", r"train\.bf16=1.*true or false"),
+    ("train.ema_warmup=1", r"train\.ema_warmup=1.*true or false"),
+    ("train.precision=fp16", r"train\.precision='fp16'.*unknown"),
     ("model.channel_mults=[1, 2.5]", r"model\.channel_mults.*list of integers"),
     ("train.max_steps=many", r"train\.max_steps='many'.*an integer or none"),
 ])

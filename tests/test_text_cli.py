@@ -15,11 +15,9 @@ from diffkit.errors import DiffkitError
 from diffkit.nn import UNet
 from diffkit.train import train
 import tiny_run
-from tiny_run import tiny_config
+from tiny_run import TEXT_OVERRIDES, tiny_config
 
 one_thread = pytest.fixture(tiny_run.one_thread)
-TEXT_OVERRIDES = ("model.num_classes=0", "model.context_dim=384", "model.cross_attention_levels=[1]",
-                  "text.captions=class_names", "train.max_steps=2", "train.sample_every=2")
 
 
 @pytest.fixture(scope="module")

@@ -148,10 +148,10 @@ def test_a_dataset_object_can_be_passed_and_must_fit_the_model(tmp_path):
 def test_bf16_autocast_trains_and_changes_the_arithmetic(tmp_path):
     launch = train_module.Launch(accelerator="cpu")
     overrides = ("train.max_steps=2", "train.sample_every=0")
-    train(tiny_config(*overrides), tmp_path / "fp32", launch=launch)
-    train(tiny_config(*overrides, "train.bf16=true"), tmp_path / "bf16", launch=launch)
+    train(tiny_config(*overrides, "train.precision=fp32"), tmp_path / "fp32", launch=launch)
+    train(tiny_config(*overrides, "train.precision=bf16"), tmp_path / "bf16", launch=launch)
     fp32, bf16 = read_metrics(tmp_path / "fp32" / "metrics.csv"), read_metrics(tmp_path / "bf16" / "metrics.csv")
     # Same data and noise, so the gradients agree to bf16 precision but not exactly.
     assert bf16[0]["grad_norm"] == pytest.approx(fp32[0]["grad_norm"], rel=2e-2)
     assert bf16[0]["grad_norm"] != fp32[0]["grad_norm"]
-    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["train"]["bf16"] is True
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["train"]["precision"] == "bf16"

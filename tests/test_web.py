@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 
 import numpy as np
 import pytest
 
 from diffkit.cli import build_parser
-from diffkit.config import TextConfig
 from diffkit.errors import DiffkitError
 from diffkit.web import require_gradio
 from diffkit.web.handlers import Handlers
-from diffkit.web.models import LIMITS, ModelShelf, condition_keywords, find_models
+from diffkit.web.models import LIMITS, ModelShelf, find_models
 from diffkit.web.pictures import CANVAS, painted_mask
 from tiny_run import one_thread  # noqa: F401  (fixture)
 from web_bundles import write_tiny_bundles
@@ -80,16 +78,6 @@ def test_bad_requests_are_one_sentence(handlers, change, message):
         generate(handlers, **change)
 
 
-def test_a_text_model_is_refused_by_the_kind_dispatch(handlers):
-    choice = handlers.shelf.choice("runs/tiny")
-    model = dataclasses.replace(choice.config.model, num_classes=0, context_dim=384)  # MiniLM's width
-    text_config = dataclasses.replace(choice.config, model=model, text=TextConfig(captions="meanings"))
-    text_choice = type(choice)(choice.name, choice.path, text_config)
-    assert text_choice.kind == "text"
-    with pytest.raises(DiffkitError, match="text model, which the page cannot serve yet"):
-        condition_keywords(text_choice, None, "a bird")
-
-
 def test_the_painted_part_of_a_layer_becomes_the_mask_at_the_model_size():
     layer = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
     layer[:, CANVAS // 2:, 3] = 255  # the right half painted
@@ -104,14 +92,14 @@ def test_inpaint_keeps_the_unpainted_pixels_and_img2img_and_interpolate_run(hand
     picture = np.stack([picture] * 3, axis=2)
     layer = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
     layer[:, CANVAS // 2:, 3] = 255
-    grid = handlers.inpaint("runs/tiny", "2", {"background": picture, "layers": [layer]}, 5, 0, 2)
+    grid = handlers.inpaint("runs/tiny", "2", None, {"background": picture, "layers": [layer]}, 5, 0, 2)
     factor = 12  # one row: picture, masked picture, 2 results; 8x8 tiles with 2 px padding, enlarged 12x
     assert grid.shape == (12 * factor, 42 * factor, 3)
     first_result = grid[2 * factor:10 * factor, 22 * factor:30 * factor]
     assert np.array_equal(first_result[:, :4 * factor], grid[2 * factor:10 * factor, 2 * factor:6 * factor])
     assert not np.array_equal(first_result[:, 4 * factor:], grid[2 * factor:10 * factor, 6 * factor:10 * factor])
-    assert handlers.img2img("runs/tiny", "all", picture, 0.5, 4, 0, 3).shape == (12 * factor, 42 * factor, 3)
-    strip, gif = handlers.interpolate("models/plain", None, None, "0", picture, "", 3, 4)
+    assert handlers.img2img("runs/tiny", "all", "", picture, 0.5, 4, 0, 3).shape == (12 * factor, 42 * factor, 3)
+    strip, gif = handlers.interpolate("models/plain", None, None, None, "0", picture, "", "", 3, 4)
     assert strip.shape == (12 * factor, 32 * factor, 3) and gif.endswith(".gif")
 
 
@@ -119,9 +107,9 @@ def test_uploads_and_missing_pictures_are_bounded(handlers):
     side = int(LIMITS.upload_pixels ** 0.5) + 1
     huge = np.zeros((side, side, 3), dtype=np.uint8)
     with pytest.raises(DiffkitError, match="upload one of at most"):
-        handlers.img2img("runs/tiny", "all", huge, 0.5, 4, 0, 1)
+        handlers.img2img("runs/tiny", "all", None, huge, 0.5, 4, 0, 1)
     with pytest.raises(DiffkitError, match="The picture to redraw is missing"):
-        handlers.img2img("runs/tiny", "all", None, 0.5, 4, 0, 1)
+        handlers.img2img("runs/tiny", "all", None, None, 0.5, 4, 0, 1)
     with pytest.raises(DiffkitError, match="neither an index below 64 nor a class name"):
         handlers.explain("runs/tiny", None, "999", 10, 0)
 

@@ -1,5 +1,5 @@
 """`diffkit serve` in a real browser: Debian's chromium driven by Playwright against a server on a free local port
-with tiny bundles (tests/web_bundles.py). One server and one browser serve the whole module."""
+with tiny bundles (tests/web_bundles.py), a text model among them. One server and one browser serve the module."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from playwright.sync_api import sync_playwright
 
 from browser import (chromium, error_message, image_source, open_page, open_pages, paint_stroke, read_picture,
                      served)
-from web_bundles import write_tiny_bundles
+from web_bundles import write_tiny_bundles, write_tiny_text_bundle
 
 pytestmark = pytest.mark.browser
 SESSIONS = 8
@@ -36,8 +36,8 @@ WATCH_FINAL = """() => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = write_tiny_bundles(tmp_path_factory.mktemp("site"))
-    with served("runs/tiny", "models/plain", "--workers", "2", cwd=root) as (url, process):
+    root = write_tiny_text_bundle(write_tiny_bundles(tmp_path_factory.mktemp("site")))
+    with served("runs/tiny", "models/plain", "models/text", "--workers", "2", cwd=root) as (url, process):
         yield url, process
 
 
@@ -114,6 +114,23 @@ def test_inpainting_a_drawn_mask_keeps_the_rest(page):
     kept = ~np.all(masked == 255, axis=2)  # surely outside the stroke
     assert kept.any()
     assert np.array_equal(result[kept], picture[kept])
+
+
+def test_a_text_model_generates_from_a_typed_prompt(server, browser):
+    page = open_page(browser, server[0])  # its own page: choosing another model changes the page's controls
+    try:
+        assert page.locator("#class").is_visible() and not page.locator("#prompt").is_visible()
+        page.locator("#model input").click()
+        page.locator('[data-testid="dropdown-option"]', has_text="models/text").click()
+        prompt = page.locator("#prompt textarea")
+        prompt.wait_for(state="visible", timeout=60_000)
+        assert not page.locator("#class").is_visible()  # a text model takes no class
+        prompt.fill("water")
+        samples = samples_after(page, generate(page, count=2))  # the first prompt loads the sentence encoder
+        assert samples.ndim == 3 and samples.std() > 0
+        assert page.locator(".toast-body").count() == 0 and "Traceback" not in page.content()
+    finally:
+        page.context.close()
 
 
 def test_the_server_listens_on_localhost_only(server):

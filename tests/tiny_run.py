@@ -18,6 +18,10 @@ TINY = {
     "sample": {"steps": 4, "n": 8},
 }
 
+# The tiny model reading text instead of classes (MiniLM's width; captions are the synthetic class names).
+TEXT_OVERRIDES = ("model.num_classes=0", "model.context_dim=384", "model.cross_attention_levels=[1]",
+                  "text.captions=class_names", "train.max_steps=2", "train.sample_every=2")
+
 TINY_TOML = """
 [model]
 in_channels = 1

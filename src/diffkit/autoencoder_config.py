@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from diffkit.config import (LR_SCHEDULES, DataConfig, _check_choice, _section_dict, build_sections, override_dict,
+from diffkit.config import (DataConfig, _section_dict, build_sections, check_training_choices, override_dict,
                             read_config_file, training_rules)
 from diffkit.errors import Rule, check_rules
 from diffkit.nn.autoencoder import AutoencoderConfig
@@ -36,7 +36,7 @@ class AutoencoderTrainConfig:
     adam_beta2: float = 0.999
     grad_clip: float | None = 1.0
     kl_weight: float = 1e-6  # the latent-diffusion paper's KL-f models use 1e-6 (per-image sums)
-    bf16: bool = False
+    precision: str = "auto"  # fp32, bf16 or auto, as for diffusion training (precision.py)
     seed: int = 0
     max_steps: int | None = 5000
     max_minutes: float | None = None
@@ -47,7 +47,7 @@ class AutoencoderTrainConfig:
     scale_images: int | None = None  # training images the latent scale is measured on; None: all
 
     def __post_init__(self) -> None:
-        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_training_choices(self)
         check_rules(self._rules())
 
     def _rules(self) -> list[Rule]:

@@ -29,6 +29,7 @@ from diffkit.schedule import SCHEDULES
 from diffkit.text.encoder import ENCODERS  # a plain dict; transformers is imported only to encode
 
 LR_SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")  # train.precision (auto: see precision.py)
 CAPTIONS = ("none", "meanings", "class_names")
 
 
@@ -95,7 +96,7 @@ class TrainConfig:
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
     ema_sigma_rel: float | None = None  # EDM2's power-function EMA of this relative width (replaces ema_decay/warmup)
     p_uncond: float = 0.1  # label or caption dropout for classifier-free guidance (conditional models)
-    bf16: bool = False  # bf16 autocast ("bf16-mixed")
+    precision: str = "auto"  # fp32, bf16 (autocast) or auto: bf16 where the hardware has native bf16 (precision.py)
     compile: bool = False  # torch.compile the network
     seed: int = 0
     max_steps: int | None = 10_000
@@ -105,7 +106,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_training_choices(self)
         check_rules(self._rules())
 
     def _rules(self) -> list[Rule]:
@@ -116,6 +117,12 @@ class TrainConfig:
                 ("train.ema_sigma_rel", sigma, sigma is None or 0 < sigma < MAX_SIGMA_REL,
                  f"in (0, {MAX_SIGMA_REL:.4f}) or none (the power-function EMA needs gamma > 0)"),
                 ("train.p_uncond", self.p_uncond, 0 <= self.p_uncond <= 1, "in [0, 1]")]
+
+
+def check_training_choices(train: Any) -> None:
+    """The named choices every trainer's [train] section has: the learning-rate schedule and the precision."""
+    _check_choice("train.lr_schedule", train.lr_schedule, LR_SCHEDULES)
+    _check_choice("train.precision", train.precision, PRECISIONS)
 
 
 def training_rules(train: Any) -> list[Rule]:
@@ -208,6 +215,7 @@ def build_sections(data: Mapping[str, Any], sections: Mapping[str, type]) -> dic
     if unknown:
         raise DiffkitError(f"Unknown config section {unknown[0]!r}{_suggest(unknown[0], sections)}; "
                            f"valid sections are: {', '.join(sections)}.")
+    data = _upgraded(data)
     built = {}
     for name, section_class in sections.items():
         values = data.get(name, {})
@@ -215,6 +223,17 @@ def build_sections(data: Mapping[str, Any], sections: Mapping[str, type]) -> dic
             raise DiffkitError(f"Config section [{name}] must be a table of keys, got {values!r}.")
         built[name] = _build_section(name, section_class, values)
     return built
+
+
+def _upgraded(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Configs written before train.precision existed said train.bf16 = true/false: read them as the same choice."""
+    train = data.get("train")
+    if not isinstance(train, Mapping) or "bf16" not in train or "precision" in train:
+        return data
+    old = dict(train)
+    flag = old.pop("bf16")
+    old["precision"] = "bf16" if flag is True else "fp32" if flag is False else flag
+    return {**data, "train": old}
 
 
 def _section_dict(section: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of, weig
 from diffkit.checkpoint import load_state, restore_random_states, save_training_state, write_failure
 from diffkit.config import Config, save_config
 from diffkit.ema import EMA
+from diffkit.precision import resolve_precision
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
 from diffkit.images import save_grid
@@ -86,12 +87,12 @@ class Run:
 
 
 def make_fabric(config: Config, launch: Launch) -> Fabric:
-    """A Fabric for `launch`, with bf16-mixed or 32-true precision; a bad device request is a DiffkitError."""
+    """A Fabric for `launch` in train.precision (auto: see precision.py); a bad device request is a DiffkitError."""
     processes = launch.devices * launch.num_nodes
     try:
         return Fabric(accelerator=launch.accelerator, devices=launch.devices, num_nodes=launch.num_nodes,
                       strategy="ddp" if processes > 1 else "auto",
-                      precision="bf16-mixed" if config.train.bf16 else "32-true")
+                      precision=resolve_precision(config.train.precision, launch.accelerator).fabric)
     except (ValueError, RuntimeError, TypeError) as error:
         raise DiffkitError(f"Cannot run on accelerator={launch.accelerator} devices={launch.devices} "
                            f"num_nodes={launch.num_nodes} ({error}); change those flags.") from error
@@ -378,8 +379,10 @@ def summary(run: Run, preset: str, resumed: bool) -> str:
         f"{train.max_steps} steps" if train.max_steps is not None else "",
         f"{train.max_minutes:g} minutes" if train.max_minutes is not None else "") if part) or "no limit (Ctrl-C stops)"
     start = f"resuming at step {run.step}" if resumed else f"preset {preset}"
+    precision = resolve_precision(train.precision, run.fabric.device.type)
     return (f"diffkit: {start}; dataset {config.data.dataset} ({run.batches.count} images, {config.data.size} px); "
             f"{parameters / 1e6:.2f} M parameters; budget {budget}\n"
+            f"diffkit: precision {precision.name} ({precision.reason})\n"
             f"diffkit: run directory {run.run_dir} (full config in {run.run_dir / CONFIG_FILE})")
 
 

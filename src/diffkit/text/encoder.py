@@ -115,18 +115,24 @@ def load_encoder(name: str) -> TextEncoder:
     return TextEncoder(name)
 
 
+def truncation_notices(prompts: list[str], name: str, max_tokens: int) -> list[str]:
+    """One sentence per distinct prompt longer than max_tokens tokens (the notice `encode_prompts` warns with)."""
+    encoder, notices = load_encoder(name), []
+    for prompt in dict.fromkeys(prompts):
+        count = encoder.token_count(prompt)
+        if count > max_tokens:
+            notices.append(f"The prompt {prompt[:40]!r}{'...' if len(prompt) > 40 else ''} is {count} tokens long; "
+                           f"the model reads the first {max_tokens} (with [CLS] and [SEP]), so the rest is ignored.")
+    return notices
+
+
 def encode_prompts(prompts: list[str], name: str, max_tokens: int) -> TextCondition:
     """Prompts -> TextCondition; an empty prompt is refused, one past max_tokens is truncated with a warning."""
     for prompt in prompts:
         if not isinstance(prompt, str) or not prompt.strip():
             raise DiffkitError("A prompt is empty; give a meaning in English such as \"water\" (or sample "
                                "without a prompt for unconditional glyphs).")
-    encoder = load_encoder(name)
-    for prompt in dict.fromkeys(prompts):
-        count = encoder.token_count(prompt)
-        if count > max_tokens:
-            warnings.warn(f"The prompt {prompt[:40]!r}{'...' if len(prompt) > 40 else ''} is {count} tokens long; "
-                          f"the model reads the first {max_tokens} (with [CLS] and [SEP]), so the rest is ignored.",
-                          PromptTruncated, stacklevel=2)
-    tokens, mask = encoder.encode([prompt.strip() for prompt in prompts], max_tokens)
+    for notice in truncation_notices(prompts, name, max_tokens):
+        warnings.warn(notice, PromptTruncated, stacklevel=2)
+    tokens, mask = load_encoder(name).encode([prompt.strip() for prompt in prompts], max_tokens)
     return TextCondition(tokens, mask, torch.zeros(len(prompts), dtype=torch.bool))

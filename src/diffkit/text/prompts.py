@@ -53,6 +53,14 @@ def prompt_condition(config, prompts: Sequence[str] | None, n: int | None = None
     return condition.repeat_interleave(n // len(prompts))
 
 
+def prompt_notices(config, prompts: Sequence[str]) -> list[str]:
+    """The notices encoding these prompts for this model will give (a prompt cut to `text.max_tokens`), as
+    sentences, for callers that show them otherwise than as warnings (the web page)."""
+    from diffkit.text.encoder import truncation_notices
+
+    return truncation_notices(list(prompts), config.text.encoder, config.text.max_tokens)
+
+
 def read_prompt_file(path: str | Path) -> list[str]:
     """One prompt per non-blank line of a UTF-8 text file."""
     try:

@@ -1,7 +1,9 @@
 """The gradio page: four tabs (Generate, Edit, Interpolate, Explain) wired to `web.handlers`, and `serve()`.
 
 Layout and wiring only. Every button runs through one queue whose concurrency limit keeps the CPU from being
-oversubscribed; a `DiffkitError` becomes `gr.Error` (its one sentence in the page, no traceback).
+oversubscribed; a `DiffkitError` becomes `gr.Error` (its one sentence in the page, no traceback) and a notice (a
+prompt cut short) `gr.Warning`. A text model shows the prompt box (one meaning for all images, also the edits' and
+the morph's first meaning) and prompt B in Interpolate, and hides the class dropdown and the morph's pictures.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PIL import Image  # noqa: E402
 from diffkit.errors import DiffkitError  # noqa: E402
 from diffkit.sampling import SAMPLERS  # noqa: E402
 from diffkit.web.handlers import Handlers  # noqa: E402
-from diffkit.web.models import LIMITS, ModelShelf  # noqa: E402
+from diffkit.web.models import LIMITS, ModelChoice, ModelShelf  # noqa: E402
 from diffkit.web.pictures import CANVAS, canvas_picture  # noqa: E402
 
 # Decoding stops (DecompressionBombError) far below a memory problem; handlers refuse above LIMITS.upload_pixels.
@@ -48,15 +50,20 @@ def in_page(function):
 
 
 def model_controls(shelf: ModelShelf, name: str) -> tuple:
-    """Updates for the class dropdown and the prompt box when another model is chosen."""
+    """Updates when another model is chosen: the class dropdown (class models), the two prompt boxes (text models;
+    emptied for the others, so no hidden prompt is sent), the interpolation's pictures (the others) and the three
+    guidance sliders (the model's starting scale)."""
     choice = shelf.choice(name)
-    return (gr.Dropdown(choices=["all", *choice.classes], value="all", visible=choice.kind == "class"),
-            gr.Textbox(visible=choice.kind == "text"))
+    text = choice.kind == "text"
+    prompt = gr.update(visible=True) if text else gr.update(visible=False, value="")
+    guidance = gr.update(value=choice.guidance)
+    return (gr.update(choices=["all", *choice.classes], value="all", visible=choice.kind == "class"), prompt, prompt,
+            gr.update(visible=not text), guidance, guidance, guidance)
 
 
 def build_app(shelf: ModelShelf, out_dir: str | None = None) -> gr.Blocks:
     """The page over the shelf's models; pictures it writes go to out_dir (a fresh temporary folder by default)."""
-    handlers = Handlers(shelf, out_dir or tempfile.mkdtemp(prefix="diffkit-serve-"))
+    handlers = Handlers(shelf, out_dir or tempfile.mkdtemp(prefix="diffkit-serve-"), notify=gr.Warning)
     first = shelf.choice(shelf.names[0])
     with gr.Blocks(title="diffkit", analytics_enabled=False) as app:
         gr.Markdown("# diffkit\nGenerate, edit and explain with a trained diffusion model.")
@@ -64,17 +71,19 @@ def build_app(shelf: ModelShelf, out_dir: str | None = None) -> gr.Blocks:
             model = gr.Dropdown(shelf.names, value=first.name, label="Model", elem_id="model")
             label = gr.Dropdown(["all", *first.classes], value="all", label="Class", visible=first.kind == "class",
                                 elem_id="class")
-            prompt = gr.Textbox(label="Prompt", visible=first.kind == "text", elem_id="prompt")
+            prompt = gr.Textbox(label="Prompt (text models: the English meaning to draw)", placeholder="e.g. water",
+                                visible=first.kind == "text", elem_id="prompt")
         samples = gr.State(None)  # the last generated images, (N, C, H, W) in [-1, 1], for the other tabs
         with gr.Tab("Generate", elem_id="tab-generate"):
-            _generate_tab(handlers, first, model, label, prompt, samples)
+            generate_guidance = _generate_tab(handlers, first, model, label, prompt, samples)
         with gr.Tab("Edit", elem_id="tab-edit"):
-            _edit_tab(handlers, model, label, samples)
+            edit_guidance = _edit_tab(handlers, first, model, label, prompt, samples)
         with gr.Tab("Interpolate", elem_id="tab-interpolate"):
-            _interpolate_tab(handlers, model, label)
+            morph_pictures, prompt_b, morph_guidance = _interpolate_tab(handlers, first, model, label, prompt)
         with gr.Tab("Explain", elem_id="tab-explain"):
             _explain_tab(handlers, first, model)
-        model.change(functools.partial(model_controls, shelf), model, [label, prompt], queue=False)
+        toggled = [label, prompt, prompt_b, morph_pictures, generate_guidance, edit_guidance, morph_guidance]
+        model.change(functools.partial(model_controls, shelf), model, toggled, queue=False)
     return app
 
 
@@ -87,10 +96,16 @@ def _numbers(steps: int, tab: str, count: bool = True) -> tuple:
     return steps_input, seed, gr.Number(4, label=f"Images (1-{LIMITS.images})", precision=0, elem_id=f"{tab}-count")
 
 
-def _generate_tab(handlers: Handlers, first, model, label, prompt, samples) -> None:
+def _guidance(first: ModelChoice, tab: str) -> gr.Slider:
+    """The guidance slider of a tab, starting at the first model's scale (`model_controls` resets it)."""
+    return gr.Slider(0, LIMITS.guidance, value=first.guidance, step=0.5, label="Guidance (1 = plain conditional)",
+                     elem_id=f"{tab}-guidance")
+
+
+def _generate_tab(handlers: Handlers, first: ModelChoice, model, label, prompt, samples) -> gr.Slider:
     with gr.Row():
         sampler = gr.Dropdown(list(SAMPLERS), value=first.config.sample.sampler, label="Sampler")
-        guidance = gr.Slider(0, LIMITS.guidance, value=1, step=0.5, label="Guidance (1 = plain conditional)")
+        guidance = _guidance(first, "generate")
         steps, seed, count = _numbers(first.config.sample.steps, "generate")
     button = gr.Button("Generate", variant="primary", elem_id="generate")
     with gr.Row():
@@ -99,6 +114,7 @@ def _generate_tab(handlers: Handlers, first, model, label, prompt, samples) -> N
     download = gr.File(label="PNG", elem_id="download")
     button.click(in_page(handlers.generate), [model, label, prompt, sampler, steps, guidance, seed, count],
                  [live, final, download, samples])
+    return guidance
 
 
 def _from_samples(samples, index: float):
@@ -112,12 +128,13 @@ def _from_samples(samples, index: float):
     return canvas_picture(torch.from_numpy(samples[int(index)]))
 
 
-def _edit_tab(handlers: Handlers, model, label, samples) -> None:
+def _edit_tab(handlers: Handlers, first: ModelChoice, model, label, prompt, samples) -> gr.Slider:
     with gr.Row():
         index = gr.Number(0, label="Generated image #", precision=0)
         take = gr.Button("Use generated image", elem_id="use-generated")
     with gr.Row():
         steps, seed, count = _numbers(50, "edit")
+        guidance = _guidance(first, "edit")
     with gr.Tab("Inpaint (paint white where to regenerate)"):
         editor = gr.ImageEditor(label="Picture and mask", type="numpy", image_mode="RGB", elem_id="editor",
                                 canvas_size=(CANVAS, CANVAS), fixed_canvas=True, sources=("upload", "clipboard"),
@@ -131,28 +148,38 @@ def _edit_tab(handlers: Handlers, model, label, samples) -> None:
         img2img_button = gr.Button("Redraw", variant="primary", elem_id="img2img")
         redrawn = gr.Image(label="Picture, then results", elem_id="redrawn", format="png")
     take.click(lambda s, i: (_from_samples(s, i), _from_samples(s, i)), [samples, index], [editor, picture])
-    inpaint_button.click(in_page(handlers.inpaint), [model, label, editor, steps, seed, count], inpainted)
-    img2img_button.click(in_page(handlers.img2img), [model, label, picture, strength, steps, seed, count], redrawn)
+    inpaint_button.click(in_page(handlers.inpaint), [model, label, prompt, editor, steps, seed, count, guidance],
+                         inpainted)
+    img2img_button.click(in_page(handlers.img2img),
+                         [model, label, prompt, picture, strength, steps, seed, count, guidance], redrawn)
+    return guidance
 
 
-def _interpolate_tab(handlers: Handlers, model, label) -> None:
-    gr.Markdown("Each image is an upload, or an image of the model's training set by index (`0`) or class name "
-                "(a glyph's character).")
-    with gr.Row():
-        with gr.Column():
-            picture_a = gr.Image(label="Image A", type="numpy", sources=("upload", "clipboard"))
-            item_a = gr.Textbox("0", label="or training image A (index or class name)", elem_id="item-a")
-        with gr.Column():
-            picture_b = gr.Image(label="Image B", type="numpy", sources=("upload", "clipboard"))
-            item_b = gr.Textbox("1", label="or training image B (index or class name)", elem_id="item-b")
+def _interpolate_tab(handlers: Handlers, first: ModelChoice, model, label, prompt) -> tuple:
+    """The tab's layout; returns what `model_controls` toggles: the pictures' column, prompt B, the guidance."""
+    text = first.kind == "text"
+    with gr.Column(visible=not text) as pictures:
+        gr.Markdown("Each image is an upload, or an image of the model's training set by index (`0`) or class name "
+                    "(a glyph's character).")
+        with gr.Row():
+            with gr.Column():
+                picture_a = gr.Image(label="Image A", type="numpy", sources=("upload", "clipboard"))
+                item_a = gr.Textbox("0", label="or training image A (index or class name)", elem_id="item-a")
+            with gr.Column():
+                picture_b = gr.Image(label="Image B", type="numpy", sources=("upload", "clipboard"))
+                item_b = gr.Textbox("1", label="or training image B (index or class name)", elem_id="item-b")
+    prompt_b = gr.Textbox(label="Prompt B: one noise morphs from the prompt above into this meaning",
+                          placeholder="e.g. fire", visible=text, elem_id="prompt-b")
     with gr.Row():
         frames = gr.Number(8, label=f"Frames (2-{LIMITS.frames})", precision=0)
-        steps, _ = _numbers(20, "interpolate", count=False)
+        steps, seed = _numbers(20, "interpolate", count=False)
+        guidance = _guidance(first, "interpolate")
     button = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
     strip = gr.Image(label="Morph strip", elem_id="strip", format="png")
     gif = gr.File(label="GIF", elem_id="gif")
-    button.click(in_page(handlers.interpolate), [model, label, picture_a, item_a, picture_b, item_b, frames, steps],
-                 [strip, gif])
+    button.click(in_page(handlers.interpolate), [model, label, prompt, picture_a, item_a, picture_b, item_b, prompt_b,
+                                                 frames, steps, seed, guidance], [strip, gif])
+    return pictures, prompt_b, guidance
 
 
 def _explain_tab(handlers: Handlers, first, model) -> None:

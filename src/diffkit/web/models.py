@@ -1,8 +1,8 @@
 """The models a page serves: found once at start-up, chosen by name only, loaded on first use.
 
 The page never sends a path: it sends one of the names `find_models` listed, and `ModelShelf.get` refuses any other.
-`MODEL_KINDS` is the one place that knows how each kind of model is conditioned (unconditional, class ids; a text or
-latent bundle adds one entry), and `LIMITS` bounds every number the page can send.
+`MODEL_KINDS` is the one place that knows how each kind of model is conditioned (unconditional, class ids, a prompt
+for text models; a latent bundle needs no entry), and `LIMITS` bounds every number the page can send.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Callable
 from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, Bundle, load
 from diffkit.config import Config
 from diffkit.errors import DiffkitError
+from diffkit.text.prompts import check_prompt_use
 
 SEARCHED = ("runs", "models")  # folders searched (two levels deep) when no bundle is named
+TEXT_GUIDANCE = 5.0  # the README's and `make text-pictures`' scale for text models
 
 
 @dataclass(frozen=True)
@@ -53,30 +55,56 @@ class ModelChoice:
         return "class" if model.num_classes > 0 else "unconditional"
 
     @property
+    def guidance(self) -> float:
+        """The guidance scale the page starts with: 5 for text (a meaning needs guidance to show), else 1."""
+        return TEXT_GUIDANCE if self.kind == "text" else 1.0
+
+    @property
     def classes(self) -> list[str]:
         """The class ids a class model takes, as the strings a dropdown shows ("0", "1", ...)."""
         return [str(k) for k in range(self.config.model.num_classes)]
 
 
+def typed(prompt: str | None) -> str | None:
+    """A prompt box's text, or None when it is blank (a hidden, empty box still sends "")."""
+    return prompt if prompt is not None and prompt.strip() else None
+
+
+def _passed_on(prompt: str | None) -> dict:
+    """A prompt sent for a model without text goes to the library, whose rule refuses it in one sentence."""
+    return {} if typed(prompt) is None else {"prompt": prompt}
+
+
 def _no_condition(choice: ModelChoice, label: str | None, prompt: str | None) -> dict:
     """Unconditional models take no label; guidance other than 1 is refused by the library's check."""
-    return {}
+    return _passed_on(prompt)
 
 
 def _class_condition(choice: ModelChoice, label: str | None, prompt: str | None) -> dict:
     """A class model: one class id for every image, or none (the library cycles through the classes)."""
     if label in (None, "", "all"):
-        return {}
+        return _passed_on(prompt)
     if label not in choice.classes:
         raise DiffkitError(f"Class {label!r} is not one of this model's classes 0-{len(choice.classes) - 1}.")
-    return {"label": int(label)}
+    return {"label": int(label), **_passed_on(prompt)}
 
 
-# Model kind -> the keywords (label=...) it adds to the Bundle's sampling and editing methods. A text model adds
-# one entry here that turns the prompt into its condition; a latent bundle needs none (the bundle decodes).
+def _text_condition(choice: ModelChoice, label: str | None, prompt: str | None) -> dict:
+    """A text model: one prompt for every image (the bundle encodes it), never a class label."""
+    if label not in (None, "", "all"):
+        check_prompt_use(choice.config, None, label)  # the library's sentence for a label on a text model
+    if typed(prompt) is None:
+        raise DiffkitError("A prompt is empty; type the English meaning to draw, such as \"water\" (at guidance 0 "
+                           "the model ignores it and draws unconditional images).")
+    return {"prompt": prompt}
+
+
+# Model kind -> the keywords (label=..., prompt=...) it adds to the Bundle's editing methods (`sample_keywords` turns
+# them into sampling's). A latent bundle needs no entry: the bundle decodes.
 MODEL_KINDS: dict[str, Callable[[ModelChoice, str | None, str | None], dict]] = {
     "unconditional": _no_condition,
     "class": _class_condition,
+    "text": _text_condition,
 }
 
 
@@ -85,6 +113,14 @@ def condition_keywords(choice: ModelChoice, label: str | None = None, prompt: st
     if choice.kind not in MODEL_KINDS:
         raise DiffkitError(f"The model {choice.name} is a {choice.kind} model, which the page cannot serve yet.")
     return MODEL_KINDS[choice.kind](choice, label, prompt)
+
+
+def sample_keywords(keywords: dict) -> dict:
+    """Editing keywords as `Bundle.sample_steps` takes them: its `prompts` holds the page's one prompt (all images)."""
+    keywords = dict(keywords)
+    if "prompt" in keywords:
+        keywords["prompts"] = [keywords.pop("prompt")]
+    return keywords
 
 
 def read_choice(path: Path, name: str) -> ModelChoice:
