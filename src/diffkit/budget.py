@@ -125,7 +125,7 @@ class Budget:
         """Start timing this process's session at `step` (the first SKIPPED_STEPS are not measured)."""
         self.session_step, self.session_started = step, self.clock()
         self.reference: tuple[int, float] | None = None  # (step, seconds) where the current interval began
-        self.last_seconds, self.measured = self.spent_before, 0
+        self.last_seconds = self.spent_before
 
     @property
     def timed(self) -> bool:
