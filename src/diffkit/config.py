@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
 
-A `Config` has six sections (model, diffusion, data, text, train, sample). Presets in `diffkit/configs/*.toml`
+A `Config` has seven sections (model, diffusion, data, text, latent, train, sample). Presets in `diffkit/configs/*.toml`
 (`--config glyphs32`) name only what differs from the defaults below; `train.lr=2e-4` style overrides are
 type-checked against the dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
 """
@@ -76,6 +76,20 @@ class TextConfig:
         _check_choice("text.captions", self.captions, CAPTIONS)
         _check_choice("text.encoder", self.encoder, ENCODERS)
         check_rules([("text.max_tokens", self.max_tokens, self.max_tokens >= 3, "at least 3")])
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Latent diffusion: the autoencoder run whose latents the UNet is trained on (None: pixel space)."""
+
+    autoencoder: str | None = None  # an autoencoder run directory (diffkit train-autoencoder); the run keeps a copy
+    autoencoder_sha256: str | None = None  # its weights, recorded when training starts
+
+    def __post_init__(self) -> None:
+        digest = self.autoencoder_sha256
+        check_rules([("latent.autoencoder", self.autoencoder, self.autoencoder != "", "a directory or none"),
+                     ("latent.autoencoder_sha256", digest, digest is None or self.autoencoder is not None,
+                      "none unless latent.autoencoder names an autoencoder")])
 
 
 @dataclass(frozen=True)
@@ -173,6 +187,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -202,8 +217,8 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "text": TextConfig, "train": TrainConfig,
-    "sample": SampleConfig,
+    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "text": TextConfig,
+    "latent": LatentConfig, "train": TrainConfig, "sample": SampleConfig,
 }
 
 

@@ -27,10 +27,12 @@ from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of, weig
 from diffkit.checkpoint import load_state, restore_random_states, save_training_state, write_failure
 from diffkit.config import Config, save_config
 from diffkit.ema import EMA
+from diffkit.encoders import LatentEncoder
 from diffkit.precision import resolve_precision
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
 from diffkit.images import save_grid
+from diffkit.latent_model import autoencoder_source, encode_in_rank_order, is_latent, resolve_latent
 from diffkit.loss import diffusion_loss
 from diffkit.nn.unet import UNet
 from diffkit.optimizer import learning_rate, make_optimizer
@@ -78,6 +80,7 @@ class Run:
     batches: ShardedBatches
     noise: torch.Generator  # t, eps and label dropout of this process
     captions: CaptionTable | None = None  # text models: each label's cached caption embedding
+    encoder: LatentEncoder | None = None  # latent models: decodes the sample grids (training never runs it)
     budget: Budget | None = None  # the learning-rate plan and time budget (restored from state.ckpt)
     step: int = 0
     elapsed_seconds: float = 0.0  # training time over all sessions
@@ -110,8 +113,9 @@ def checked_image_size(config, dataset: TrainingImages) -> int:
 
 
 def resolve_config(config: Config, dataset: TrainingImages) -> Config:
-    """The config with data.size filled in from the dataset, after checking the model fits the data."""
-    size = checked_image_size(config, dataset)
+    """The config with data.size filled in from the dataset, after checking the model fits the data (a latent
+    model's channels and size were checked against its autoencoder by `latent_model.resolve_latent`)."""
+    size = int(dataset.images.shape[2]) if is_latent(config) else checked_image_size(config, dataset)
     classes = config.model.num_classes
     if classes and dataset.num_classes != classes:
         raise DiffkitError(f"model.num_classes={classes} but the dataset has {dataset.num_classes} classes; "
@@ -254,7 +258,7 @@ def write_samples(run: Run, final: bool = False) -> Path:
     if final and not run.quiet:  # the bar sits at 100% meanwhile: say what is happening
         print(f"diffkit: drawing the final sample grid ({sample.n} images, {sample.sampler}, {sample.steps} steps)...",
               file=sys.stderr, flush=True)
-    bundle = Bundle(run.ema.module, run.schedule, run.config)
+    bundle = Bundle(run.ema.module, run.schedule, run.config, run.encoder)
     images = bundle.sample(sample.n, seed=derive_seed(sample.seed, SAMPLE_STREAM))
     return save_grid(images, run.run_dir / SAMPLES_DIR / f"step_{run.step:07d}.png")
 
@@ -327,13 +331,19 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
     """
     fabric = make_fabric(config, launch)
     fabric.launch()
+    source = autoencoder_source(config, run_dir, resume) if is_latent(config) else None  # before the slow data
     if dataset is None:
         dataset = load_in_rank_order(fabric, config)
+    encoder = None
+    if source is not None:
+        config, encoder = resolve_latent(config, dataset.images, source)
     config = resolve_config(config, dataset)
     run_dir, lock = prepare_run_dir(fabric, config, run_dir, name, resume)
     try:
+        if encoder is not None:
+            dataset = encode_in_rank_order(fabric, config, encoder, dataset, source, run_dir, quiet)
         run, state_rows = setup_run(fabric, config, dataset, run_dir, resume)
-        run.quiet = quiet
+        run.quiet, run.encoder = quiet, encoder
         run.captions = load_captions(fabric, config, dataset, quiet)
         if resume:
             if extend_budget:
@@ -380,7 +390,10 @@ def summary(run: Run, preset: str, resumed: bool) -> str:
         f"{train.max_minutes:g} minutes" if train.max_minutes is not None else "") if part) or "no limit (Ctrl-C stops)"
     start = f"resuming at step {run.step}" if resumed else f"preset {preset}"
     precision = resolve_precision(train.precision, run.fabric.device.type)
-    return (f"diffkit: {start}; dataset {config.data.dataset} ({run.batches.count} images, {config.data.size} px); "
+    latent = getattr(run, "encoder", None) is not None  # the autoencoder's own run has no encoder
+    space = f", as {'x'.join(map(str, run.batches.images.shape[1:]))} latents" if latent else ""
+    return (f"diffkit: {start}; dataset {config.data.dataset} ({run.batches.count} images, {config.data.size} px"
+            f"{space}); "
             f"{parameters / 1e6:.2f} M parameters; budget {budget}\n"
             f"diffkit: precision {precision.name} ({precision.reason})\n"
             f"diffkit: run directory {run.run_dir} (full config in {run.run_dir / CONFIG_FILE})")
