@@ -2,8 +2,9 @@
 
 Fabric supplies the devices, precision, multi-process data parallelism and launching (one process on a laptop,
 gloo processes on a CPU, N GPUs x M nodes); the loop is ours: AdamW with linear warm-up and cosine decay,
-gradient clipping, EMA weights, periodic checkpoints / sample grids / metrics, budgets in steps and minutes,
-and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files; every process draws its shard of each batch.
+gradient clipping, EMA weights, periodic checkpoints / sample grids / metrics, budgets in steps and minutes
+that plan the learning rate (`diffkit.budget`), and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files;
+every process draws its shard of each batch.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from lightning.fabric import Fabric
 from torch import Tensor
 from tqdm import tqdm
 
+from diffkit.budget import Budget
 from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of, weight_differences
 from diffkit.checkpoint import load_state, restore_random_states, save_training_state, write_failure
 from diffkit.config import Config, save_config
-from diffkit.ema import EMA, ema_decay
+from diffkit.ema import EMA
 from diffkit.encoders import LatentEncoder
 from diffkit.precision import resolve_precision
 from diffkit.errors import DiffkitError
@@ -79,6 +81,7 @@ class Run:
     noise: torch.Generator  # t, eps and label dropout of this process
     captions: CaptionTable | None = None  # text models: each label's cached caption embedding
     encoder: LatentEncoder | None = None  # latent models: decodes the sample grids (training never runs it)
+    budget: Budget | None = None  # the learning-rate plan and time budget (restored from state.ckpt)
     step: int = 0
     elapsed_seconds: float = 0.0  # training time over all sessions
     saved_step: int | None = None  # the step state.ckpt holds (None before the first checkpoint)
@@ -161,7 +164,7 @@ def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: 
     train = config.train
     torch.manual_seed(derive_seed(train.seed, TORCH_STREAM))  # the same initial weights on every process
     network = UNet(config.model)
-    ema = EMA(network, train.ema_decay, train.ema_warmup)
+    ema = EMA(network, train.ema_decay, train.ema_warmup, train.ema_sigma_rel)
     optimizer = make_optimizer(network, train)
     model = torch.compile(network) if train.compile else network
     model, optimizer = fabric.setup(model, optimizer)
@@ -171,7 +174,7 @@ def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: 
     batches = ShardedBatches(dataset, train.batch_size, train.seed, fabric.global_rank, fabric.world_size,
                              fabric.device)
     run = Run(fabric, config, run_dir, network, model, optimizer, ema, schedule_of(config).to(fabric.device),
-              batches, noise)
+              batches, noise, budget=Budget(train))
     if not resume:
         return run, []
     state = load_state(run_dir / STATE_FILE)
@@ -190,6 +193,7 @@ def restore_run(run: Run, state: dict) -> None:
     run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.step, run.elapsed_seconds = int(state["step"]), float(state["elapsed_seconds"])
+    run.budget = Budget(run.config.train, run.step, state.get("budget"))
     fabric = run.fabric
     if not restore_random_states(state["random"], fabric.global_rank, fabric.world_size, run.noise, fabric.device):
         # Another process count: reseed from the step, so the run continues (not bit-exactly).
@@ -229,6 +233,7 @@ def write_checkpoint(run, weights: torch.nn.Module, **extra_state) -> None:
         "config": run.config.to_dict(), "step": run.step, "epoch": run.batches.position(run.step)[0],
         "dataset_length": run.batches.count, "elapsed_seconds": run.elapsed_seconds,
         "model": run.network.state_dict(), "optimizer": run.optimizer.state_dict(), **extra_state,
+        "budget": run.budget.state_dict() if run.budget is not None else None,
         # The rows metrics.csv gets next: a process killed before appending them loses none (resume adds them).
         "log_rows": list(run.log.pending) if run.log is not None else [],
     }
@@ -271,14 +276,18 @@ def compute_loss(run: Run) -> Tensor:
                           min_snr_gamma=diffusion.min_snr_gamma)
 
 
-def agree(fabric: Fabric, loss: Tensor, stop: bool) -> tuple[float, bool, bool]:
-    """(mean loss, any process non-finite, any process wants to stop): one all-reduce per step."""
+def agree(fabric: Fabric, loss: Tensor, stop: bool, seconds: float) -> tuple[float, bool, bool, float]:
+    """(mean loss, any process non-finite, any process wants to stop, mean budget seconds): one all-reduce per step.
+
+    The budget plans from the mean of the processes' clocks, so every process sets the same learning rate."""
     flags = torch.stack([loss.detach().float(), (~torch.isfinite(loss.detach())).float(),
-                         torch.tensor(float(stop), device=loss.device)])
-    if fabric.world_size > 1:
-        flags = fabric.all_reduce(flags, reduce_op="sum")
-    mean_loss, nonfinite, stopping = flags.tolist()
-    return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0
+                         torch.tensor(float(stop), device=loss.device),
+                         torch.tensor(seconds, dtype=torch.float32, device=loss.device)])
+    if fabric.world_size == 1:  # this process's own seconds, not rounded to float32
+        mean_loss, nonfinite, stopping, _ = flags.tolist()
+        return mean_loss, nonfinite > 0, stopping > 0, seconds
+    mean_loss, nonfinite, stopping, total_seconds = fabric.all_reduce(flags, reduce_op="sum").tolist()
+    return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0, total_seconds / fabric.world_size
 
 
 def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor,
@@ -300,8 +309,8 @@ def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.opt
 def optimizer_step(run: Run, loss: Tensor) -> float:
     """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
     train = run.config.train
-    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss, learning_rate(run.step, train),
-                                train.grad_clip)
+    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss,
+                                learning_rate(run.step, train, run.budget.plan), train.grad_clip)
     if not math.isfinite(grad_norm):
         return grad_norm  # the caller stops the run; the weights were not touched
     run.ema.update(run.network)
@@ -311,12 +320,14 @@ def optimizer_step(run: Run, loss: Tensor) -> float:
 
 def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = False,
           dataset: TrainingImages | None = None, launch: Launch = Launch(), name: str = "run",
-          quiet: bool = False) -> TrainResult:
+          quiet: bool = False, extend_budget: bool = False) -> TrainResult:
     """Train (or with resume=True continue) the run in `run_dir` until a budget or a signal stops it.
 
     Seeds the global torch RNG (network initialisation and dropout come from it); `dataset` replaces the
     config's data section (any object with uint8 `images`, int64 `labels` and `num_classes`). The run directory
-    is locked while training; `quiet` turns off the progress bar and status lines (errors still show).
+    is locked while training; `quiet` turns off the progress bar and status lines (errors still show). A resumed
+    run continues the checkpoint's budget and plan; `extend_budget` (the CLI's --max-minutes on resume) makes
+    train.max_minutes a new budget from now instead (see `budget.Budget.new_budget`).
     """
     fabric = make_fabric(config, launch)
     fabric.launch()
@@ -335,6 +346,8 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
         run.quiet, run.encoder = quiet, encoder
         run.captions = load_captions(fabric, config, dataset, quiet)
         if resume:
+            if extend_budget:
+                run.budget.extend(run.step)
             check_steps_left(run)
         if fabric.is_global_zero:
             if resume:  # a damaged bundle is rewritten from the state it was made from
@@ -349,11 +362,15 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
 
 
 def check_steps_left(run: Run) -> None:
-    """A resumed run that is already at train.max_steps would train nothing: say so instead."""
+    """A resumed run that is already at train.max_steps, or has spent its time budget, would train nothing (or one
+    step): say so instead."""
     max_steps = run.config.train.max_steps
     if max_steps is not None and run.step >= max_steps:
         raise DiffkitError(f"{run.run_dir} is already at step {run.step}, which reaches train.max_steps={max_steps}; "
                            f"pass --max-steps above {run.step} to train on.")
+    if run.budget is not None and run.budget.exhausted():
+        raise DiffkitError(f"{run.run_dir} has spent its time budget of {run.budget.budget_seconds / 60:.3g} minutes "
+                           "(train.max_minutes); pass --max-minutes M to train M more minutes.")
 
 
 def _write_or_explain(run: Run, write, name: str) -> None:
@@ -405,19 +422,27 @@ def training_loop(run: Run, stop: StopRequest, parts: LoopParts | None = None) -
     """Step until max_steps, max_minutes or a signal; checkpoint, draw grids and log on the way and at the end."""
     parts = parts or DIFFUSION_PARTS
     fabric, train = run.fabric, run.config.train
+    budget = run.budget = run.budget or Budget(train, run.step)
+    budget.start_session(run.step)
+    shown = fabric.is_global_zero and not run.quiet
     # The bar goes to stderr, and only to a terminal: logs and pipes get the metrics.csv rows instead.
-    progress = step_bar(train.max_steps, run.step, shown=fabric.is_global_zero and not run.quiet)
-    started = interval_started = time.monotonic()
+    progress = step_bar(budget.plan.horizon if budget.timed else train.max_steps, run.step, shown=shown)
+    if shown and (not budget.timed or budget.seconds_per_step is not None):  # else: once the speed is measured
+        tqdm.write(budget.describe(), file=sys.stdout)
+    interval_started = time.monotonic()
     interval: list[tuple[float, ...]] = []
     stopped_by, loss_value = None, None
     try:
         while stopped_by is None and (train.max_steps is None or run.step < train.max_steps):
             step_started = time.monotonic()
             loss, extras = parts.loss(run)
-            out_of_time = train.max_minutes is not None and step_started - started >= train.max_minutes * 60
-            loss_value, nonfinite, stopping = agree(fabric, loss, stop.signal_name is not None or out_of_time)
+            seconds = budget.seconds()
+            out_of_time = budget.out_of_time(seconds)
+            loss_value, nonfinite, stopping, seconds = agree(fabric, loss, stop.signal_name is not None or out_of_time,
+                                                             seconds)
             if nonfinite:
                 raise DiffkitError(_nonfinite_message(run, f"loss became {loss_value}"))
+            _follow_budget(budget, run.step, seconds, progress, shown)
             grad_norm = parts.step(run, loss)
             if not math.isfinite(grad_norm):
                 raise DiffkitError(_nonfinite_message(run, f"gradient norm became {grad_norm}"))
@@ -439,6 +464,16 @@ def training_loop(run: Run, stop: StopRequest, parts: LoopParts | None = None) -
     if fabric.is_global_zero:
         print(f"diffkit: stopped by {stopped_by} at step {run.step}; the model is in {run.run_dir}", flush=True)
     return TrainResult(run.run_dir, run.step, stopped_by, loss_value)
+
+
+def _follow_budget(budget: Budget, step: int, seconds: float, progress: tqdm, shown: bool) -> None:
+    """Let a time budget re-plan from the agreed seconds; print a new plan and move the bar's end to its horizon."""
+    line = budget.observe(step, seconds)
+    if budget.timed and budget.plan.horizon is not None and progress.total != budget.plan.horizon:
+        progress.total = budget.plan.horizon
+        progress.refresh()
+    if line is not None and shown:
+        tqdm.write(line, file=sys.stdout)
 
 
 def _periodic_files(run: Run, parts: LoopParts) -> None:
@@ -468,7 +503,7 @@ def _log_row(run: Run, parts: LoopParts, progress: tqdm, interval: list[tuple[fl
     images_per_second = len(interval) * run.config.train.batch_size / max(seconds, 1e-9)
     run.log.write({
         "step": run.step, "epoch": run.batches.position(run.step - 1)[0], "loss": means[0],
-        "lr": learning_rate(run.step - 1, run.config.train), "grad_norm": grad_norm,
+        "lr": run.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
         "images_per_second": images_per_second, "elapsed_minutes": run.elapsed_seconds / 60,
         **parts.columns(run, means),
     })
@@ -477,7 +512,7 @@ def _log_row(run: Run, parts: LoopParts, progress: tqdm, interval: list[tuple[fl
 
 def _diffusion_columns(run: Run, means: tuple[float, ...]) -> dict[str, float]:
     """The diffusion row's own column: the EMA decay of the last update."""
-    return {"ema_decay": ema_decay(run.ema.updates - 1, run.ema.decay, run.ema.warmup)}
+    return {"ema_decay": run.ema.decay_at(run.ema.updates - 1)}
 
 
 DIFFUSION_PARTS = LoopParts(loss=lambda run: (compute_loss(run), ()), step=optimizer_step,
