@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from diffkit.acceleration import COMPILE_MODES
 from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError, Rule, check_rules
 from diffkit.grids import check_grids
@@ -94,7 +95,8 @@ class TrainConfig:
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
     p_uncond: float = 0.1  # label or caption dropout for classifier-free guidance (conditional models)
     precision: str = "auto"  # fp32, bf16 (autocast) or auto: bf16 where the hardware has native bf16 (precision.py)
-    compile: bool = False  # torch.compile the network
+    channels_last: bool = False  # run the network in channels-last memory format (acceleration.py)
+    compile: bool | str = False  # torch.compile: false, "blocks" (each ResBlock), "model" (all; true means "model")
     seed: int = 0
     max_steps: int | None = 10_000
     max_minutes: float | None = None  # wall-clock budget of one invocation
@@ -104,6 +106,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_training_choices(self)
+        if isinstance(self.compile, str):
+            _check_choice("train.compile", self.compile, COMPILE_MODES)
         check_rules(self._rules())
 
     def _rules(self) -> list[Rule]:
