@@ -18,6 +18,7 @@ Prints one JSON line per measurement, then a markdown table, and writes benchmar
 
     python benchmarks/train_speed.py                                  # glyphs32 and fashion28, every mode
     python benchmarks/train_speed.py --presets fashion28 --modes fp32 bf16+cl+blocks
+    python benchmarks/train_speed.py --set model.attention_levels=[]  # what attention at 8 x 8 costs
     python benchmarks/train_speed.py --quick                          # a smoke check in one process, tiny sizes
 """
 
@@ -83,13 +84,12 @@ def diffusers_twin(model_config, size: int):
 class Setting:
     """One (preset, implementation, mode): the config, the network, the levers applied, a callable (x, t, y)."""
 
-    def __init__(self, preset: str, implementation: str, mode: str, quick: bool):
+    def __init__(self, preset: str, implementation: str, mode: str, quick: bool, overrides: list[str]):
         from diffkit.acceleration import compiled, use_channels_last
         from diffkit.config import load_config
         from diffkit.nn import UNet
 
-        overrides = ["train.batch_size=8", "sample.n=8"] if quick else []
-        self.config = load_config(preset, overrides)
+        self.config = load_config(preset, [*overrides, *(["train.batch_size=8", "sample.n=8"] if quick else [])])
         self.preset, self.implementation, self.mode, self.levers = preset, implementation, mode, parse_mode(mode)
         self.size = self.config.data.size or {"fashion_mnist": 28, "mnist": 28}.get(self.config.data.dataset, 32)
         self.network = UNet(self.config.model) if implementation == "diffkit" else diffusers_twin(self.config.model,
@@ -241,7 +241,7 @@ def evaluation(setting: Setting, x_t, t, y):
 
 def measure_one(preset: str, implementation: str, mode: str, kind: str, args: argparse.Namespace) -> dict:
     """One measurement in this process."""
-    setting = Setting(preset, implementation, mode, args.quick)
+    setting = Setting(preset, implementation, mode, args.quick, args.set)
     if kind == "step":
         return measure_step(setting, args.steps, args.warmup)
     if kind == "loop":
@@ -253,7 +253,8 @@ def run_isolated(preset: str, implementation: str, mode: str, kind: str, args: a
     """measure_one in a fresh Python process (its own peak-RSS counter, no compile cache shared)."""
     command = [sys.executable, __file__, "--one", preset, implementation, mode, kind, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--loop-steps", str(args.loop_steps), "--evaluations",
-               str(args.evaluations), "--sampler-steps", str(args.sampler_steps)]
+               str(args.evaluations), "--sampler-steps", str(args.sampler_steps),
+               *(["--set", *args.set] if args.set else [])]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         return {"preset": preset, "implementation": implementation, "mode": mode, "kind": kind,
@@ -301,6 +302,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: batches of 8, one step of each, in this process (no timing claims)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config overrides for both networks, e.g. model.attention_levels=[] (attention's cost)")
     parser.add_argument("--one", nargs=4, metavar=("PRESET", "IMPLEMENTATION", "MODE", "KIND"))
     args = parser.parse_args()
     for mode in args.modes:
@@ -321,7 +324,8 @@ def main() -> None:
                     print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
     machine = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick}
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,
+               "overrides": args.set}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "train_speed_quick.json" if args.quick else "train_speed.json"
     (RESULTS / name).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
