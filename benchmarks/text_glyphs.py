@@ -29,13 +29,12 @@ from diffkit.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # The training budget in steps, so that a run sharing the CPU with other work reaches the same model: what two
-# hours of training buy when the benchmark runs ALONE on this machine. NOT YET MEASURED: 6,000 is an estimate
-# scaled from the fashion28 quality run (898 steps in 45 min at batch 128 with two blocks per level; this preset
-# has one block per level and batch 64). Measure it once (`diffkit train --config glyphs32-text
-# --max-minutes 120` on an idle machine, read the final step) and write it here and in docs.
-STEPS_IN_TWO_HOURS_ALONE = 6_000
+# hours of training buy when the benchmark runs ALONE on this machine. Measured 2026-12-03 on the AMD EPYC (AVX2,
+# no AVX-512; 2 threads): `diffkit train --config glyphs32-text --max-steps 80` alone ran at 28.0 images/s at
+# batch 64, i.e. 0.4375 steps/s, so 7,200 s buy 3,150 steps.
+STEPS_IN_TWO_HOURS_ALONE = 3_150
 SCALES = (1.0, 3.0, 5.0, 7.5, 10.0)
-FULL = {"steps": STEPS_IN_TWO_HOURS_ALONE, "limit": None, "count": 512, "judge_steps": 3000, "sample_steps": 20,
+FULL = {"steps": STEPS_IN_TWO_HOURS_ALONE, "limit": None, "count": 256, "judge_steps": 3000, "sample_steps": 20,
         "min_examples": 50,
         "overrides": []}
 QUICK = {"steps": 20, "limit": 256, "count": 32, "judge_steps": 20, "sample_steps": 4,

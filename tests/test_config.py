@@ -126,7 +126,7 @@ def test_a_bare_preset_name_means_the_shipped_preset_from_any_directory(monkeypa
     assert load_config("glyphs32") == load_config("glyphs32.toml") == load_config(PRESETS / "glyphs32.toml")
     (tmp_path / "glyphs32.toml").write_text("[train]\nlr = 0.5\n")  # a file of that name here wins
     assert load_config("glyphs32.toml").train.lr == 0.5
-    with pytest.raises(DiffkitError, match="glyphs3 does not exist.*preset: cifar32, fashion28, folder, glyphs128-ae, glyphs32"):
+    with pytest.raises(DiffkitError, match="glyphs3 does not exist.*preset: cifar32, fashion28, folder, glyphs128-ae, glyphs128-latent, glyphs32"):
         load_config("glyphs3")
 
 

@@ -7,11 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffkit.autoencoder_config import AutoencoderRunConfig
 from diffkit.bundle import WEIGHTS_FILE, save_weights
-from diffkit.config import save_config
-from diffkit.encoders import (SCALE_FILE, LatentEncoder, PixelEncoder, cached_latents, load_latent_encoder,
-                              measure_latent_scale, save_latent_scale)
+from diffkit.encoders import SCALE_FILE, LatentEncoder, PixelEncoder, cached_latents, load_latent_encoder
 from diffkit.errors import DiffkitError
 from diffkit.images import to_model_range
 from diffkit.latent_edit import inpaint_through, latent_mask
@@ -19,32 +16,15 @@ from diffkit.nn.autoencoder import Autoencoder, AutoencoderConfig, DiagonalGauss
 from diffkit.oracle import gaussian_oracle
 from diffkit.sampling import SAMPLERS, sample
 from diffkit.schedule import cosine
-from diffkit.data.synthetic import synthetic_images
 
+from tiny_autoencoder import SMALL, write_autoencoder
 from tiny_run import one_thread
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 
-SMALL = AutoencoderConfig(in_channels=1, base_channels=8, channel_mults=(1, 2, 2), latent_channels=3, groups=4)
-
 
 def generator(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-def write_autoencoder(directory, size=16, channels=1, measure=True):
-    """An (untrained) autoencoder directory as train-autoencoder leaves it: config.json, weights, latent scale."""
-    torch.manual_seed(0)
-    model = AutoencoderConfig(**{**SMALL.to_dict(), "in_channels": channels})
-    config = AutoencoderRunConfig.from_dict({"model": model.to_dict(), "data": {"dataset": "synthetic", "size": size}})
-    autoencoder = Autoencoder(model).eval()
-    save_config(config, directory / "config.json")
-    save_weights(autoencoder, directory / WEIGHTS_FILE)
-    images = synthetic_images(size=size, count=32, channels=channels).images
-    if measure:
-        save_latent_scale(directory, measure_latent_scale(autoencoder, images))
-    return autoencoder, images
-
 
 def test_pixel_encoder_is_the_identity():
     x = torch.randn(2, 3, 5, 5)

@@ -30,7 +30,9 @@ def test_a_short_run_writes_the_run_directory(tmp_path):
     rows = read_metrics(run_dir / "metrics.csv")
     assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
     assert all(row["loss"] > 0 and row["images_per_second"] > 0 for row in rows)
-    assert rows[0]["lr"] == pytest.approx(5e-4)  # warm-up: step 1 of 2
+    # Warm-up is min(warmup_steps=2, 5% of the 6 steps) = 1 step, so the peak comes at once and the last step
+    # is at the minimum.
+    assert rows[0]["lr"] == pytest.approx(1e-3) and rows[-1]["lr"] == pytest.approx(1e-4)
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["data"]["size"] == 8 and saved["train"]["lr"] == 1e-3
     state = load_state(run_dir / "state.ckpt")

@@ -31,9 +31,11 @@ def test_train_autoencoder_writes_a_run_and_resumes_exactly(tmp_path, capsys):
     scale = json.loads((whole / "latent_scale.json").read_text())
     assert scale["images"] == 64 and scale["scale_factor"] == pytest.approx(1 / scale["latent_std"])
 
-    # Two steps, then resume to four: the same weights and the same metrics as the uninterrupted run.
+    # Two steps, then resume to four: the same weights and the same metrics as the uninterrupted run. A 2-step budget
+    # would plan its own 2-step cosine, so the first half pins the 4-step run's horizon (the resumed run, whose budget
+    # changed, re-plans as one 4-step run).
     assert main(["train-autoencoder", "--config", str(preset), "--run-dir", str(split), "--max-steps", "2",
-                 "--accelerator", "cpu"]) == 0
+                 "train.decay_steps=4", "--accelerator", "cpu"]) == 0
     assert main(["train-autoencoder", "--resume", str(split), "--max-steps", "4", "--accelerator", "cpu"]) == 0
     for key, value in load_file(str(whole / "model.safetensors")).items():
         torch.testing.assert_close(load_file(str(split / "model.safetensors"))[key], value, rtol=0, atol=0)

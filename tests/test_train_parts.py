@@ -54,14 +54,15 @@ def test_ema_state_round_trip():
 
 
 def test_learning_rate_warm_up_and_cosine():
-    train = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    # warmup_fraction=1: warm-up is the full warmup_steps (the default 5% of 110 steps would shorten it to 6).
+    train = TrainConfig(lr=1.0, warmup_steps=10, warmup_fraction=1.0, max_steps=110, min_lr_ratio=0.1)
     assert learning_rate(0, train) == pytest.approx(0.1)
-    assert learning_rate(9, train) == pytest.approx(1.0)
-    assert learning_rate(10, train) == pytest.approx(1.0)
-    assert learning_rate(60, train) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos(pi/2) = 0
-    assert learning_rate(110, train) == pytest.approx(0.1)
+    assert learning_rate(9, train) == pytest.approx(1.0)  # the last warm-up step is at the peak
+    assert learning_rate(10, train) < 1.0
+    assert learning_rate(59, train) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos(pi/2) = 0
+    assert learning_rate(109, train) == pytest.approx(0.1)  # the last of max_steps is at the minimum
     assert learning_rate(500, train) == pytest.approx(0.1)
-    rates = [learning_rate(step, train) for step in range(10, 111)]
+    rates = [learning_rate(step, train) for step in range(9, 111)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     constant = TrainConfig(lr=1.0, warmup_steps=0, max_steps=None)
     assert learning_rate(1000, constant) == 1.0

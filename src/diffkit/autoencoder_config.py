@@ -27,9 +27,10 @@ class AutoencoderTrainConfig:
 
     batch_size: int = 32  # global: split evenly over the processes
     lr: float = 5e-4
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # at most (see warmup_fraction)
+    warmup_fraction: float = 0.05  # warm-up is min(warmup_steps, this fraction of the planned steps)
     lr_schedule: str = "cosine"  # cosine decay to min_lr_ratio * lr over decay_steps, or constant
-    decay_steps: int | None = None  # None: max_steps
+    decay_steps: int | None = None  # None: the steps the budget buys (max_steps or max_minutes, whichever ends first)
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     adam_beta2: float = 0.999

@@ -3,6 +3,8 @@
 `load(path)` rebuilds the UNet from the config, refuses weights that do not fit it (naming the keys and shapes
 that differ), and returns a `Bundle`: the network, the training schedule, the config, a ready eps-denoiser and
 `sample(...)`, plus the editing entry points (inpaint, img2img, interpolate, guidance sweep). Loading never executes code from the files (safetensors + JSON).
+A latent model's bundle also holds its autoencoder (DIR/autoencoder/, see diffkit.latent_model): the denoiser works
+on latents and every entry point takes and returns pixels.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -31,6 +33,9 @@ from diffkit.sampling import Step, get_sampler, run_to_end, sample_steps
 from diffkit.schedule import Schedule, make_schedule
 from diffkit.text.condition import TextCondition
 from diffkit.text.prompts import is_text_model, prompt_condition
+
+if TYPE_CHECKING:  # encoders imports this module
+    from diffkit.encoders import LatentEncoder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -70,6 +75,7 @@ class Bundle:
     network: nn.Module
     schedule: Schedule
     config: Config
+    encoder: LatentEncoder | None = None  # latent models: pixels <-> the denoiser's space; None: pixel space
     forward: Callable[..., Tensor] | None = None  # how the network is run (`speed_up`); None: the network itself
 
     @property
@@ -86,9 +92,28 @@ class Bundle:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the images the model makes."""
+        """(C, H, W) of the images the model makes (pixels, also for a latent model)."""
         size = self.config.data.size
-        return (self.config.model.in_channels, size, size)
+        if self.encoder is None:
+            return (self.config.model.in_channels, size, size)
+        return (self.encoder.autoencoder.config.in_channels, size, size)
+
+    @property
+    def space_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the denoiser works on: the image shape, or the latent shape of a latent model."""
+        return self.image_shape if self.encoder is None else self.encoder.latent_shape(self.image_shape)
+
+    def _clip(self, clip_x0: float | None) -> float | None:
+        """clip_x0 for the denoiser's space: latents are not bounded like pixels, so a latent model never clips."""
+        return clip_x0 if self.encoder is None else None
+
+    def _in_pixels(self, steps: Iterator[Step]) -> Iterator[Step]:
+        """A sampler's steps as pixels: unchanged, or decoded when read (encoders.DecodedStep) for a latent model."""
+        if self.encoder is None:
+            return steps
+        from diffkit.encoders import decoded_steps
+
+        return decoded_steps(steps, self.encoder.decode)
 
     @property
     def device(self) -> torch.device:
@@ -151,7 +176,8 @@ class Bundle:
                      prompts: Sequence[str] | None = None, **options) -> Iterator[Step]:
         """The sampler's steps for n images (defaults from the config's [sample] section).
 
-        Images live in [-1, 1], so x0 predictions are clipped to it (clip_x0=1) by samplers that take clip_x0.
+        Images live in [-1, 1], so x0 predictions are clipped to it (clip_x0=1) by samplers that take clip_x0 (not in
+        a latent model's unbounded latents, whose steps come back decoded to pixels).
         `guidance` is the classifier-free guidance scale (1 = plain conditional sampling). `labels` (n,) gives each
         image its own class (evaluation spreads classes over batches this way); it overrides `label`. `prompts`
         (text models) are English meanings: one for all n images, or one per equal group of images.
@@ -161,11 +187,11 @@ class Bundle:
             options["timesteps"] = timesteps
         n = self.config.sample.n if n is None else n
         y = self.labels_for(n, label, labels, prompts)
-        return sample_steps(
-            self.guided(guidance, y), self.schedule.to(self.device), (n, *self.image_shape),
+        return self._in_pixels(sample_steps(
+            self.guided(guidance, y), self.schedule.to(self.device), (n, *self.space_shape),
             sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed), device=self.device,
-            clip_x0=clip_x0, **options,
-        )
+            clip_x0=self._clip(clip_x0), **options,
+        ))
 
     def sample(self, n: int | None = None, **keywords) -> Tensor:
         """n finished samples (n, C, H, W) in about [-1, 1]; keywords as for `sample_steps`."""
@@ -186,10 +212,16 @@ class Bundle:
         y = self.labels_for(n, label, prompts=prompts)
         for scale in scales:  # refuse any bad scale before sampling the first row
             check_conditioning(model.num_classes, model.context_dim, y, scale)
-        return guidance_sweep(self.denoiser, self.schedule.to(self.device), (n, *self.image_shape), y, scales,
-                              model.num_classes, seed=self.config.sample.seed if seed is None else seed,
-                              sampler=sampler, steps=steps, spacing=spacing, device=self.device, clip_x0=1.0,
-                              timesteps=timesteps)
+        swept = guidance_sweep(self.denoiser, self.schedule.to(self.device), (n, *self.space_shape), y, scales,
+                               model.num_classes, seed=self.config.sample.seed if seed is None else seed,
+                               sampler=sampler, steps=steps, spacing=spacing, device=self.device,
+                               clip_x0=self._clip(1.0), timesteps=timesteps)
+        return swept if self.encoder is None else self.decode(swept)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """A latent model's latents (B, c, h, w) as pixels (B, C, H, W), without gradients."""
+        with torch.inference_mode():
+            return self.encoder.decode(z.to(self.device))
 
     def check_image(self, image: Tensor, name: str = "The image") -> Tensor:
         """An image (C, H, W) or (1, C, H, W) in [-1, 1] as (1, C, H, W) on the device, refused unless it has the
@@ -211,9 +243,14 @@ class Bundle:
         y = self.labels_for(n, label, prompts=_listed(prompt))
         _, steps, spacing, _ = self.settings("ddpm", steps, spacing)  # fitted grids are for sampling only
         batch = self.check_image(image).expand(n, -1, -1, -1)
+        keywords = dict(steps=steps, spacing=spacing, y=y, generator=self.generator(seed), jump=jump, resample=resample)
+        if self.encoder is not None:
+            from diffkit.latent_edit import inpaint_steps_through
+
+            return inpaint_steps_through(self.guided(guidance, y), self.schedule.to(self.device), self.encoder, batch,
+                                         known.to(self.device), **keywords)
         return inpaint_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, known.to(self.device),
-                             steps=steps, spacing=spacing, y=y, generator=self.generator(seed), jump=jump,
-                             resample=resample, clip_x0=1.0)
+                             clip_x0=1.0, **keywords)
 
     def img2img_steps(self, image: Tensor, strength: float, n: int = 1, *, sampler: str = "ddim", steps: int = 50,
                       spacing: str | None = None, seed: int | None = None, label: int | None = None,
@@ -222,9 +259,14 @@ class Bundle:
         y = self.labels_for(n, label, prompts=_listed(prompt))
         sampler, steps, spacing, _ = self.settings(sampler, steps, spacing)
         batch = self.check_image(image).expand(n, -1, -1, -1)
-        return img2img_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, strength,
-                             sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed),
-                             clip_x0=1.0)
+        keywords = dict(sampler=sampler, steps=steps, spacing=spacing, y=y, generator=self.generator(seed))
+        if self.encoder is not None:
+            from diffkit.latent_edit import img2img_steps_through
+
+            return img2img_steps_through(self.guided(guidance, y), self.schedule.to(self.device), self.encoder, batch,
+                                         strength, **keywords)
+        return img2img_steps(self.guided(guidance, y), self.schedule.to(self.device), batch, strength, clip_x0=1.0,
+                             **keywords)
 
     def interpolate(self, image_a: Tensor, image_b: Tensor, *, frames: int = 8, steps: int = 50,
                     spacing: str | None = None, label: int | None = None, guidance: float = 1.0,
@@ -232,17 +274,24 @@ class Bundle:
         """A strip (frames, C, H, W) morphing image_a into image_b through their DDIM-inverted noise."""
         y = self.labels_for(1, label, prompts=_listed(prompt))
         _, steps, spacing, _ = self.settings("ddim", steps, spacing)
-        return interpolate(self.guided(guidance, y), self.schedule.to(self.device), self.check_image(image_a),
-                           self.check_image(image_b), frames=frames, steps=steps, spacing=spacing, y=y, refine=refine)
+        pair = (self.check_image(image_a), self.check_image(image_b))
+        keywords = dict(frames=frames, steps=steps, spacing=spacing, y=y, refine=refine)
+        if self.encoder is not None:
+            from diffkit.latent_edit import interpolate_through
+
+            return interpolate_through(self.guided(guidance, y), self.schedule.to(self.device), self.encoder, *pair,
+                                       **keywords)
+        return interpolate(self.guided(guidance, y), self.schedule.to(self.device), *pair, **keywords)
 
     def interpolate_prompts(self, prompt_a: str, prompt_b: str, *, frames: int = 8, steps: int = 50,
                             spacing: str | None = None, seed: int | None = None, guidance: float = 1.0) -> Tensor:
         """A strip (frames, C, H, W) from one noise morphing the meaning prompt_a into prompt_b (text models)."""
         y_a, y_b = (self.labels_for(1, prompts=[prompt]) for prompt in (prompt_a, prompt_b))
         _, steps, spacing, _ = self.settings("ddim", steps, spacing)
-        return interpolate_conditions(self.guided(guidance, y_a), self.schedule.to(self.device),
-                                      (1, *self.image_shape), y_a, y_b, frames=frames, steps=steps, spacing=spacing,
-                                      generator=self.generator(seed), device=self.device)
+        strip = interpolate_conditions(self.guided(guidance, y_a), self.schedule.to(self.device),
+                                       (1, *self.space_shape), y_a, y_b, frames=frames, steps=steps, spacing=spacing,
+                                       generator=self.generator(seed), device=self.device)
+        return strip if self.encoder is None else self.decode(strip)
 
 
 def _listed(prompt: str | None) -> list[str] | None:
@@ -327,7 +376,12 @@ def load(path: str | Path, device: torch.device | str = "cpu", *, precision: str
     except (RuntimeError, AssertionError) as error:  # an unbuilt backend asserts, a bad name is a RuntimeError
         raise DiffkitError(f"The device '{device}' is not available here ({error}); use --device cpu.") from None
     network.to(device).eval().requires_grad_(False)
-    bundle = Bundle(network, schedule_of(config), config)
+    encoder = None
+    if config.latent.autoencoder is not None:  # a latent model: its bundle holds the autoencoder
+        from diffkit.latent_model import load_bundle_encoder
+
+        encoder = load_bundle_encoder(directory, config, device)
+    bundle = Bundle(network, schedule_of(config), config, encoder)
     if precision == "fp32" and not channels_last and compile_mode(compile) == "none":
         return bundle  # the plain network, called directly
     return bundle.speed_up(precision, channels_last, compile)

@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses, TOML presets, dotted command-line overrides and config.json.
 
-A `Config` has six sections (model, diffusion, data, text, train, sample). Presets in `diffkit/configs/*.toml`
+A `Config` has seven sections (model, diffusion, data, text, latent, train, sample). Presets in `diffkit/configs/*.toml`
 (`--config glyphs32`) name only what differs from the defaults below; `train.lr=2e-4` style overrides are
 type-checked against the dataclass fields. The resolved config is saved as the run's `config.json`, its single source of truth.
 """
@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from diffkit.acceleration import COMPILE_MODES
 from diffkit.files import atomic_path
+from diffkit.ema import MAX_SIGMA_REL
 from diffkit.errors import DiffkitError, Rule, check_rules
 from diffkit.grids import check_grids
 from diffkit.nn.unet import UNetConfig
@@ -79,27 +80,43 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class LatentConfig:
+    """Latent diffusion: the autoencoder run whose latents the UNet is trained on (None: pixel space)."""
+
+    autoencoder: str | None = None  # an autoencoder run directory (diffkit train-autoencoder); the run keeps a copy
+    autoencoder_sha256: str | None = None  # its weights, recorded when training starts
+
+    def __post_init__(self) -> None:
+        digest = self.autoencoder_sha256
+        check_rules([("latent.autoencoder", self.autoencoder, self.autoencoder != "", "a directory or none"),
+                     ("latent.autoencoder_sha256", digest, digest is None or self.autoencoder is not None,
+                      "none unless latent.autoencoder names an autoencoder")])
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, EMA, precision, budgets and how often to log, checkpoint and sample."""
 
     batch_size: int = 64  # global: split evenly over the processes
     lr: float = 2e-4
-    warmup_steps: int = 500
+    warmup_steps: int = 500  # at most: a budget shorter than warmup_steps / warmup_fraction warms up for less
+    warmup_fraction: float = 0.05  # warm-up is min(warmup_steps, this fraction of the planned steps)
     lr_schedule: str = "cosine"  # cosine decay to min_lr_ratio * lr over decay_steps, or constant
-    decay_steps: int | None = None  # None: max_steps (constant after warm-up if that is None too)
+    decay_steps: int | None = None  # None: the steps the budget buys (max_steps or max_minutes, whichever ends first)
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.0  # AdamW, on weight matrices and kernels only (not biases or norms)
     adam_beta2: float = 0.999
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
+    ema_sigma_rel: float | None = None  # EDM2's power-function EMA of this relative width (replaces ema_decay/warmup)
     p_uncond: float = 0.1  # label or caption dropout for classifier-free guidance (conditional models)
     precision: str = "auto"  # fp32, bf16 (autocast) or auto: bf16 where the hardware has native bf16 (precision.py)
     channels_last: bool = False  # run the network in channels-last memory format (acceleration.py)
     compile: bool | str = False  # torch.compile: false, "blocks" (each ResBlock), "model" (all; true means "model")
     seed: int = 0
     max_steps: int | None = 10_000
-    max_minutes: float | None = None  # wall-clock budget of one invocation
+    max_minutes: float | None = None  # wall-clock budget (a resumed run continues it; --max-minutes adds more)
     checkpoint_every: int = 500
     sample_every: int = 1000  # 0: no periodic sample grids
     log_every: int = 10
@@ -112,8 +129,11 @@ class TrainConfig:
 
     def _rules(self) -> list[Rule]:
         """The table of checks (every section validates itself this way, see errors.check_rules)."""
+        sigma = self.ema_sigma_rel
         return [*training_rules(self),
                 ("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1)"),
+                ("train.ema_sigma_rel", sigma, sigma is None or 0 < sigma < MAX_SIGMA_REL,
+                 f"in (0, {MAX_SIGMA_REL:.4f}) or none (the power-function EMA needs gamma > 0)"),
                 ("train.p_uncond", self.p_uncond, 0 <= self.p_uncond <= 1, "in [0, 1]")]
 
 
@@ -131,6 +151,7 @@ def training_rules(train: Any) -> list[Rule]:
         ("train.batch_size", train.batch_size, train.batch_size >= 1, "at least 1"),
         ("train.lr", train.lr, 0 < train.lr < math.inf, "a positive finite number"),
         ("train.warmup_steps", train.warmup_steps, train.warmup_steps >= 0, "at least 0"),
+        ("train.warmup_fraction", train.warmup_fraction, 0 < train.warmup_fraction <= 1, "in (0, 1]"),
         ("train.decay_steps", decay, decay is None or decay >= 1, "at least 1 or none"),
         ("train.min_lr_ratio", train.min_lr_ratio, 0 <= train.min_lr_ratio <= 1, "in [0, 1]"),
         ("train.weight_decay", train.weight_decay, 0 <= train.weight_decay < math.inf, "at least 0 and finite"),
@@ -170,6 +191,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -199,8 +221,8 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "text": TextConfig, "train": TrainConfig,
-    "sample": SampleConfig,
+    "model": UNetConfig, "diffusion": DiffusionConfig, "data": DataConfig, "text": TextConfig,
+    "latent": LatentConfig, "train": TrainConfig, "sample": SampleConfig,
 }
 
 

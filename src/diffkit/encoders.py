@@ -10,12 +10,13 @@ latent_scale.json (the scale, with the SHA-256 of the weights it was measured fo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -90,6 +91,32 @@ class LatentEncoder:
                                f"{channels}-channel ones; use an autoencoder trained on this kind of image.")
         check_image_size(config, height, width)
         return (config.latent_channels, height // self.factor, width // self.factor)
+
+
+class DecodedStep:
+    """A sampler's Step in latent space seen in pixels: x_t and x0_hat are decoded when first read (and kept), so
+    steps nobody looks at cost no decoder pass; `latent` is the Step itself."""
+
+    def __init__(self, latent, decode: Callable[[Tensor], Tensor]):
+        self.latent, self.t, self._decode = latent, latent.t, decode
+
+    @functools.cached_property
+    def x_t(self) -> Tensor:
+        """The state x_t decoded to pixels (B, C, H, W)."""
+        with torch.inference_mode():
+            return self._decode(self.latent.x_t)
+
+    @functools.cached_property
+    def x0_hat(self) -> Tensor:
+        """The x0 guess decoded to pixels (B, C, H, W)."""
+        with torch.inference_mode():
+            return self._decode(self.latent.x0_hat)
+
+
+def decoded_steps(steps: Iterable, decode: Callable[[Tensor], Tensor]) -> Iterator[DecodedStep]:
+    """A latent sampler's steps as `DecodedStep`s (pixels, decoded lazily)."""
+    for step in steps:
+        yield DecodedStep(step, decode)
 
 
 @torch.inference_mode()

@@ -1,5 +1,7 @@
 """Export a run as a shareable bundle: config.json, the EMA weights (fp16 by default: half the bytes, and
-`diffkit.load` reads them back into a float32 network) and `command.txt`, the command that made it."""
+`diffkit.load` reads them back into a float32 network) and `command.txt`, the command that made it. A latent
+model's autoencoder/ folder is copied byte for byte (float32): its SHA-256 ties it to the latent scale and to the
+diffusion model's config."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ COMMAND_FILE = "command.txt"
 
 def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, command: str | None = None) -> Path:
     """Copy a run's config and weights (fp16 unless fp16=False) into `out` with the command that made it."""
-    load(run)  # refuses a run whose weights do not fit its config, before anything is written
+    bundle = load(run)  # refuses a run whose weights do not fit its config (or lacks its autoencoder) first
     run, out = Path(run), Path(out)
     if out.resolve() == run.resolve():
         raise DiffkitError(f"The export folder {out} is the run itself; choose another --out.")
@@ -35,6 +37,10 @@ def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, comman
         save_file(weights, str(temporary), metadata={"format": "pt", "library": "diffkit",
                                                       "dtype": "float16" if fp16 else "float32"})
     shutil.copyfile(run / CONFIG_FILE, out / CONFIG_FILE)
+    if bundle.encoder is not None:
+        from diffkit.latent_model import AUTOENCODER_DIR, copy_autoencoder
+
+        copy_autoencoder(run / AUTOENCODER_DIR, out)
     text = command if command is not None else " ".join(shlex.quote(part) for part in sys.argv)
     (out / COMMAND_FILE).write_text(text.rstrip("\n") + "\n")
     return out

@@ -1,6 +1,7 @@
 """The optimizer and its learning rate: AdamW decaying only weight matrices and kernels; warm-up, then cosine.
 
-The learning rate is a function of the step (set on the optimizer every step), so it needs no saved state.
+The learning rate is a function of the step and the plan (`diffkit.budget`: warm-up length and cosine horizon
+from the training budget), set on the optimizer every step.
 """
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ import math
 
 import torch
 
+from diffkit.budget import Plan, step_plan
 from diffkit.config import TrainConfig
 
 
-def learning_rate(step: int, train: TrainConfig) -> float:
-    """Linear warm-up over warmup_steps, then cosine decay to min_lr_ratio * lr at decay_steps (then flat)."""
-    if step < train.warmup_steps:
-        return train.lr * (step + 1) / train.warmup_steps
-    horizon = train.decay_steps or train.max_steps
-    if train.lr_schedule == "constant" or horizon is None or horizon <= train.warmup_steps:
+def learning_rate(step: int, train: TrainConfig, plan: Plan | None = None) -> float:
+    """The rate of step `step` (0-based) under `plan` (default: the config's own, `budget.step_plan`): linear
+    warm-up to lr at the plan's last warm-up step, then cosine decay to min_lr_ratio * lr at its horizon (then flat)."""
+    plan = plan or step_plan(train)
+    updates = step + 1  # the plan counts updates, so its horizon is the last step's
+    if updates < plan.warmup:
+        return train.lr * updates / plan.warmup
+    if train.lr_schedule == "constant":
         return train.lr
-    progress = min((step - train.warmup_steps) / (horizon - train.warmup_steps), 1.0)
+    progress = plan.progress(updates)
     ratio = train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return train.lr * ratio
 

@@ -28,7 +28,7 @@ STATE_FILE = "state.ckpt"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 SAMPLES_DIR = "samples"
-FIXED_SECTIONS = ("model", "diffusion", "data", "text")  # what a resumed run may not change
+FIXED_SECTIONS = ("model", "diffusion", "data", "text", "latent")  # what a resumed run may not change
 
 
 class RunLock:

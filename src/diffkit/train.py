@@ -2,8 +2,9 @@
 
 Fabric supplies the devices, precision, multi-process data parallelism and launching (one process on a laptop,
 gloo processes on a CPU, N GPUs x M nodes); the loop is ours: AdamW with linear warm-up and cosine decay,
-gradient clipping, EMA weights, periodic checkpoints / sample grids / metrics, budgets in steps and minutes,
-and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files; every process draws its shard of each batch.
+gradient clipping, EMA weights, periodic checkpoints / sample grids / metrics, budgets in steps and minutes
+that plan the learning rate (`diffkit.budget`), and a clean stop on SIGINT/SIGTERM. Only rank 0 writes files;
+every process draws its shard of each batch.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from diffkit.acceleration import compiled, use_channels_last
+from diffkit.budget import Budget
 from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of, weight_differences
 from diffkit.checkpoint import load_state, restore_random_states, save_training_state, write_failure
 from diffkit.config import Config, save_config
-from diffkit.ema import EMA, ema_decay
+from diffkit.ema import EMA
+from diffkit.encoders import LatentEncoder
 from diffkit.precision import resolve_precision
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
 from diffkit.images import save_grid
+from diffkit.latent_model import autoencoder_source, encode_in_rank_order, is_latent, resolve_latent
 from diffkit.loss import diffusion_loss
 from diffkit.nn.unet import UNet
 from diffkit.optimizer import learning_rate, make_optimizer
@@ -77,6 +81,8 @@ class Run:
     batches: ShardedBatches
     noise: torch.Generator  # t, eps and label dropout of this process
     captions: CaptionTable | None = None  # text models: each label's cached caption embedding
+    encoder: LatentEncoder | None = None  # latent models: decodes the sample grids (training never runs it)
+    budget: Budget | None = None  # the learning-rate plan and time budget (restored from state.ckpt)
     step: int = 0
     elapsed_seconds: float = 0.0  # training time over all sessions
     saved_step: int | None = None  # the step state.ckpt holds (None before the first checkpoint)
@@ -108,8 +114,9 @@ def checked_image_size(config, dataset: TrainingImages) -> int:
 
 
 def resolve_config(config: Config, dataset: TrainingImages) -> Config:
-    """The config with data.size filled in from the dataset, after checking the model fits the data."""
-    size = checked_image_size(config, dataset)
+    """The config with data.size filled in from the dataset, after checking the model fits the data (a latent
+    model's channels and size were checked against its autoencoder by `latent_model.resolve_latent`)."""
+    size = int(dataset.images.shape[2]) if is_latent(config) else checked_image_size(config, dataset)
     classes = config.model.num_classes
     if classes and dataset.num_classes != classes:
         raise DiffkitError(f"model.num_classes={classes} but the dataset has {dataset.num_classes} classes; "
@@ -160,7 +167,7 @@ def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: 
     network = UNet(config.model)
     if train.channels_last:  # before the EMA copy, so the average (and the grids drawn from it) is channels-last too
         use_channels_last(network)
-    ema = EMA(network, train.ema_decay, train.ema_warmup)
+    ema = EMA(network, train.ema_decay, train.ema_warmup, train.ema_sigma_rel)
     optimizer = make_optimizer(network, train)
     model = compiled(network, train.compile)  # after the copy: the EMA module is never compiled
     model, optimizer = fabric.setup(model, optimizer)
@@ -170,7 +177,7 @@ def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: 
     batches = ShardedBatches(dataset, train.batch_size, train.seed, fabric.global_rank, fabric.world_size,
                              fabric.device)
     run = Run(fabric, config, run_dir, network, model, optimizer, ema, schedule_of(config).to(fabric.device),
-              batches, noise)
+              batches, noise, budget=Budget(train))
     if not resume:
         return run, []
     state = load_state(run_dir / STATE_FILE)
@@ -189,6 +196,7 @@ def restore_run(run: Run, state: dict) -> None:
     run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.step, run.elapsed_seconds = int(state["step"]), float(state["elapsed_seconds"])
+    run.budget = Budget(run.config.train, run.step, state.get("budget"))
     fabric = run.fabric
     if not restore_random_states(state["random"], fabric.global_rank, fabric.world_size, run.noise, fabric.device):
         # Another process count: reseed from the step, so the run continues (not bit-exactly).
@@ -228,6 +236,7 @@ def write_checkpoint(run, weights: torch.nn.Module, **extra_state) -> None:
         "config": run.config.to_dict(), "step": run.step, "epoch": run.batches.position(run.step)[0],
         "dataset_length": run.batches.count, "elapsed_seconds": run.elapsed_seconds,
         "model": run.network.state_dict(), "optimizer": run.optimizer.state_dict(), **extra_state,
+        "budget": run.budget.state_dict() if run.budget is not None else None,
         # The rows metrics.csv gets next: a process killed before appending them loses none (resume adds them).
         "log_rows": list(run.log.pending) if run.log is not None else [],
     }
@@ -252,7 +261,7 @@ def write_samples(run: Run, final: bool = False) -> Path:
     if final and not run.quiet:  # the bar sits at 100% meanwhile: say what is happening
         print(f"diffkit: drawing the final sample grid ({sample.n} images, {sample.sampler}, {sample.steps} steps)...",
               file=sys.stderr, flush=True)
-    bundle = Bundle(run.ema.module, run.schedule, run.config)
+    bundle = Bundle(run.ema.module, run.schedule, run.config, run.encoder)
     images = bundle.sample(sample.n, seed=derive_seed(sample.seed, SAMPLE_STREAM))
     return save_grid(images, run.run_dir / SAMPLES_DIR / f"step_{run.step:07d}.png")
 
@@ -270,14 +279,18 @@ def compute_loss(run: Run) -> Tensor:
                           min_snr_gamma=diffusion.min_snr_gamma)
 
 
-def agree(fabric: Fabric, loss: Tensor, stop: bool) -> tuple[float, bool, bool]:
-    """(mean loss, any process non-finite, any process wants to stop): one all-reduce per step."""
+def agree(fabric: Fabric, loss: Tensor, stop: bool, seconds: float) -> tuple[float, bool, bool, float]:
+    """(mean loss, any process non-finite, any process wants to stop, mean budget seconds): one all-reduce per step.
+
+    The budget plans from the mean of the processes' clocks, so every process sets the same learning rate."""
     flags = torch.stack([loss.detach().float(), (~torch.isfinite(loss.detach())).float(),
-                         torch.tensor(float(stop), device=loss.device)])
-    if fabric.world_size > 1:
-        flags = fabric.all_reduce(flags, reduce_op="sum")
-    mean_loss, nonfinite, stopping = flags.tolist()
-    return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0
+                         torch.tensor(float(stop), device=loss.device),
+                         torch.tensor(seconds, dtype=torch.float32, device=loss.device)])
+    if fabric.world_size == 1:  # this process's own seconds, not rounded to float32
+        mean_loss, nonfinite, stopping, _ = flags.tolist()
+        return mean_loss, nonfinite > 0, stopping > 0, seconds
+    mean_loss, nonfinite, stopping, total_seconds = fabric.all_reduce(flags, reduce_op="sum").tolist()
+    return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0, total_seconds / fabric.world_size
 
 
 def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor,
@@ -299,8 +312,8 @@ def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.opt
 def optimizer_step(run: Run, loss: Tensor) -> float:
     """Backward, clip, AdamW step at this step's learning rate, EMA update; returns the gradient norm."""
     train = run.config.train
-    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss, learning_rate(run.step, train),
-                                train.grad_clip)
+    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss,
+                                learning_rate(run.step, train, run.budget.plan), train.grad_clip)
     if not math.isfinite(grad_norm):
         return grad_norm  # the caller stops the run; the weights were not touched
     run.ema.update(run.network)
@@ -310,24 +323,34 @@ def optimizer_step(run: Run, loss: Tensor) -> float:
 
 def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = False,
           dataset: TrainingImages | None = None, launch: Launch = Launch(), name: str = "run",
-          quiet: bool = False) -> TrainResult:
+          quiet: bool = False, extend_budget: bool = False) -> TrainResult:
     """Train (or with resume=True continue) the run in `run_dir` until a budget or a signal stops it.
 
     Seeds the global torch RNG (network initialisation and dropout come from it); `dataset` replaces the
     config's data section (any object with uint8 `images`, int64 `labels` and `num_classes`). The run directory
-    is locked while training; `quiet` turns off the progress bar and status lines (errors still show).
+    is locked while training; `quiet` turns off the progress bar and status lines (errors still show). A resumed
+    run continues the checkpoint's budget and plan; `extend_budget` (the CLI's --max-minutes on resume) makes
+    train.max_minutes a new budget from now instead (see `budget.Budget.new_budget`).
     """
     fabric = make_fabric(config, launch)
     fabric.launch()
+    source = autoencoder_source(config, run_dir, resume) if is_latent(config) else None  # before the slow data
     if dataset is None:
         dataset = load_in_rank_order(fabric, config)
+    encoder = None
+    if source is not None:
+        config, encoder = resolve_latent(config, dataset.images, source)
     config = resolve_config(config, dataset)
     run_dir, lock = prepare_run_dir(fabric, config, run_dir, name, resume)
     try:
+        if encoder is not None:
+            dataset = encode_in_rank_order(fabric, config, encoder, dataset, source, run_dir, quiet)
         run, state_rows = setup_run(fabric, config, dataset, run_dir, resume)
-        run.quiet = quiet
+        run.quiet, run.encoder = quiet, encoder
         run.captions = load_captions(fabric, config, dataset, quiet)
         if resume:
+            if extend_budget:
+                run.budget.extend(run.step)
             check_steps_left(run)
         if fabric.is_global_zero:
             if resume:  # a damaged bundle is rewritten from the state it was made from
@@ -342,11 +365,15 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
 
 
 def check_steps_left(run: Run) -> None:
-    """A resumed run that is already at train.max_steps would train nothing: say so instead."""
+    """A resumed run that is already at train.max_steps, or has spent its time budget, would train nothing (or one
+    step): say so instead."""
     max_steps = run.config.train.max_steps
     if max_steps is not None and run.step >= max_steps:
         raise DiffkitError(f"{run.run_dir} is already at step {run.step}, which reaches train.max_steps={max_steps}; "
                            f"pass --max-steps above {run.step} to train on.")
+    if run.budget is not None and run.budget.exhausted():
+        raise DiffkitError(f"{run.run_dir} has spent its time budget of {run.budget.budget_seconds / 60:.3g} minutes "
+                           "(train.max_minutes); pass --max-minutes M to train M more minutes.")
 
 
 def _write_or_explain(run: Run, write, name: str) -> None:
@@ -366,7 +393,10 @@ def summary(run: Run, preset: str, resumed: bool) -> str:
         f"{train.max_minutes:g} minutes" if train.max_minutes is not None else "") if part) or "no limit (Ctrl-C stops)"
     start = f"resuming at step {run.step}" if resumed else f"preset {preset}"
     precision = resolve_precision(train.precision, run.fabric.device.type)
-    return (f"diffkit: {start}; dataset {config.data.dataset} ({run.batches.count} images, {config.data.size} px); "
+    latent = getattr(run, "encoder", None) is not None  # the autoencoder's own run has no encoder
+    space = f", as {'x'.join(map(str, run.batches.images.shape[1:]))} latents" if latent else ""
+    return (f"diffkit: {start}; dataset {config.data.dataset} ({run.batches.count} images, {config.data.size} px"
+            f"{space}); "
             f"{parameters / 1e6:.2f} M parameters; budget {budget}\n"
             f"diffkit: precision {precision.name} ({precision.reason})\n"
             f"diffkit: run directory {run.run_dir} (full config in {run.run_dir / CONFIG_FILE})")
@@ -395,19 +425,27 @@ def training_loop(run: Run, stop: StopRequest, parts: LoopParts | None = None) -
     """Step until max_steps, max_minutes or a signal; checkpoint, draw grids and log on the way and at the end."""
     parts = parts or DIFFUSION_PARTS
     fabric, train = run.fabric, run.config.train
+    budget = run.budget = run.budget or Budget(train, run.step)
+    budget.start_session(run.step)
+    shown = fabric.is_global_zero and not run.quiet
     # The bar goes to stderr, and only to a terminal: logs and pipes get the metrics.csv rows instead.
-    progress = step_bar(train.max_steps, run.step, shown=fabric.is_global_zero and not run.quiet)
-    started = interval_started = time.monotonic()
+    progress = step_bar(budget.plan.horizon if budget.timed else train.max_steps, run.step, shown=shown)
+    if shown and (not budget.timed or budget.seconds_per_step is not None):  # else: once the speed is measured
+        tqdm.write(budget.describe(), file=sys.stdout)
+    interval_started = time.monotonic()
     interval: list[tuple[float, ...]] = []
     stopped_by, loss_value = None, None
     try:
         while stopped_by is None and (train.max_steps is None or run.step < train.max_steps):
             step_started = time.monotonic()
             loss, extras = parts.loss(run)
-            out_of_time = train.max_minutes is not None and step_started - started >= train.max_minutes * 60
-            loss_value, nonfinite, stopping = agree(fabric, loss, stop.signal_name is not None or out_of_time)
+            seconds = budget.seconds()
+            out_of_time = budget.out_of_time(seconds)
+            loss_value, nonfinite, stopping, seconds = agree(fabric, loss, stop.signal_name is not None or out_of_time,
+                                                             seconds)
             if nonfinite:
                 raise DiffkitError(_nonfinite_message(run, f"loss became {loss_value}"))
+            _follow_budget(budget, run.step, seconds, progress, shown)
             grad_norm = parts.step(run, loss)
             if not math.isfinite(grad_norm):
                 raise DiffkitError(_nonfinite_message(run, f"gradient norm became {grad_norm}"))
@@ -429,6 +467,16 @@ def training_loop(run: Run, stop: StopRequest, parts: LoopParts | None = None) -
     if fabric.is_global_zero:
         print(f"diffkit: stopped by {stopped_by} at step {run.step}; the model is in {run.run_dir}", flush=True)
     return TrainResult(run.run_dir, run.step, stopped_by, loss_value)
+
+
+def _follow_budget(budget: Budget, step: int, seconds: float, progress: tqdm, shown: bool) -> None:
+    """Let a time budget re-plan from the agreed seconds; print a new plan and move the bar's end to its horizon."""
+    line = budget.observe(step, seconds)
+    if budget.timed and budget.plan.horizon is not None and progress.total != budget.plan.horizon:
+        progress.total = budget.plan.horizon
+        progress.refresh()
+    if line is not None and shown:
+        tqdm.write(line, file=sys.stdout)
 
 
 def _periodic_files(run: Run, parts: LoopParts) -> None:
@@ -458,7 +506,7 @@ def _log_row(run: Run, parts: LoopParts, progress: tqdm, interval: list[tuple[fl
     images_per_second = len(interval) * run.config.train.batch_size / max(seconds, 1e-9)
     run.log.write({
         "step": run.step, "epoch": run.batches.position(run.step - 1)[0], "loss": means[0],
-        "lr": learning_rate(run.step - 1, run.config.train), "grad_norm": grad_norm,
+        "lr": run.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
         "images_per_second": images_per_second, "elapsed_minutes": run.elapsed_seconds / 60,
         **parts.columns(run, means),
     })
@@ -467,7 +515,7 @@ def _log_row(run: Run, parts: LoopParts, progress: tqdm, interval: list[tuple[fl
 
 def _diffusion_columns(run: Run, means: tuple[float, ...]) -> dict[str, float]:
     """The diffusion row's own column: the EMA decay of the last update."""
-    return {"ema_decay": ema_decay(run.ema.updates - 1, run.ema.decay, run.ema.warmup)}
+    return {"ema_decay": run.ema.decay_at(run.ema.updates - 1)}
 
 
 DIFFUSION_PARTS = LoopParts(loss=lambda run: (compute_loss(run), ()), step=optimizer_step,

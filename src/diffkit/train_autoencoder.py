@@ -19,6 +19,7 @@ import torch
 from lightning.fabric import Fabric
 
 from diffkit.autoencoder_config import FIXED_SECTIONS, AutoencoderRunConfig
+from diffkit.budget import Budget
 from diffkit.checkpoint import REQUIRED, load_state, restore_random_states
 from diffkit.encoders import measure_latent_scale, save_latent_scale
 from diffkit.errors import DiffkitError
@@ -54,6 +55,7 @@ class AutoencoderRun:
     saved_step: int | None = None  # the step state.ckpt holds (None before the first checkpoint)
     log: MetricsLog | None = None  # rank 0 only
     quiet: bool = False  # no progress bar or status lines
+    budget: Budget | None = None  # the learning-rate plan and time budget (restored from state.ckpt)
 
 
 def resolve_autoencoder_config(config: AutoencoderRunConfig, dataset: TrainingImages) -> AutoencoderRunConfig:
@@ -76,7 +78,7 @@ def setup_autoencoder_run(fabric: Fabric, config: AutoencoderRunConfig, dataset:
     noise = torch.Generator(device=fabric.device).manual_seed(derive_seed(train.seed, NOISE_STREAM, fabric.global_rank))
     batches = ShardedBatches(dataset, train.batch_size, train.seed, fabric.global_rank, fabric.world_size,
                              fabric.device)
-    run = AutoencoderRun(fabric, config, run_dir, network, model, optimizer, batches, noise)
+    run = AutoencoderRun(fabric, config, run_dir, network, model, optimizer, batches, noise, budget=Budget(train))
     if not resume:
         return run, []
     state = load_state(run_dir / STATE_FILE, required=STATE_KEYS)
@@ -86,6 +88,7 @@ def setup_autoencoder_run(fabric: Fabric, config: AutoencoderRunConfig, dataset:
     network.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     run.step, run.elapsed_seconds = int(state["step"]), float(state["elapsed_seconds"])
+    run.budget = Budget(train, run.step, state.get("budget"))
     run.saved_step = run.step
     if not restore_random_states(state["random"], fabric.global_rank, fabric.world_size, noise, fabric.device):
         noise.manual_seed(derive_seed(train.seed, NOISE_STREAM, fabric.global_rank, run.step))
@@ -128,10 +131,11 @@ def measure_and_save_scale(run: AutoencoderRun) -> dict[str, float]:
 
 def train_autoencoder(config: AutoencoderRunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
                       dataset: TrainingImages | None = None, launch: Launch = Launch(), name: str = "autoencoder",
-                      quiet: bool = False) -> TrainResult:
+                      quiet: bool = False, extend_budget: bool = False) -> TrainResult:
     """Train (or with resume=True continue) the autoencoder run in `run_dir` until a budget or a signal stops it.
 
-    The run directory is locked while training and while the latent scale is measured, as for `diffkit.train`.
+    The run directory is locked while training and while the latent scale is measured, and budgets are resumed or
+    extended (`extend_budget`), as for `diffkit.train`.
     """
     fabric = make_fabric(config, launch)
     fabric.launch()
@@ -143,6 +147,8 @@ def train_autoencoder(config: AutoencoderRunConfig, run_dir: str | Path | None =
         run, state_rows = setup_autoencoder_run(fabric, config, dataset, run_dir, resume)
         run.quiet = quiet
         if resume:
+            if extend_budget:
+                run.budget.extend(run.step)
             check_steps_left(run)
         if fabric.is_global_zero:
             run.log = MetricsLog(run_dir, run.step, state_rows, COLUMNS)
@@ -174,8 +180,8 @@ def _loss_and_parts(run: AutoencoderRun) -> tuple[torch.Tensor, tuple[float, flo
 def optimizer_step(run: AutoencoderRun, loss: torch.Tensor) -> float:
     """Backward, clip, AdamW step at this step's learning rate (no EMA); returns the gradient norm."""
     train = run.config.train
-    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss, learning_rate(run.step, train),
-                                train.grad_clip)
+    grad_norm = apply_gradients(run.fabric, run.model, run.optimizer, loss,
+                                learning_rate(run.step, train, run.budget.plan), train.grad_clip)
     if math.isfinite(grad_norm):
         run.step += 1
     return grad_norm

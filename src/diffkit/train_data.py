@@ -53,7 +53,7 @@ class ShardedBatches:
         if count < batch_size:
             raise DiffkitError(f"The dataset has {count} images, fewer than train.batch_size={batch_size}; "
                                "lower the batch size or use more data.")
-        self.images = dataset.images.to(device)  # uint8 stays small even on the device
+        self.images = dataset.images.to(device)  # uint8 pixels stay small even on the device (or float latents)
         self.labels = dataset.labels.to(device)
         self.count = count
         self.batch_size = batch_size
@@ -77,8 +77,10 @@ class ShardedBatches:
         return divmod(step, self.steps_per_epoch)
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        """(x0 in [-1, 1] (B_local, C, H, W), labels (B_local,)) for 0-based training step `step`."""
+        """(x0 (B_local, C, H, W) in model space, labels (B_local,)) for 0-based training step `step`."""
         epoch, index = self.position(step)
         start = index * self.batch_size + self.rank * self.local_batch
         chosen = self.permutation(epoch)[start:start + self.local_batch]  # (B_local,)
-        return to_model_range(self.images[chosen]), self.labels[chosen]
+        x0 = self.images[chosen]
+        # uint8 pixels are mapped to [-1, 1]; float data (a latent model's cached latents) is already in model space.
+        return (to_model_range(x0) if x0.dtype == torch.uint8 else x0), self.labels[chosen]

@@ -54,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
         raise DiffkitError(f"{config_path} does not exist; pass a run directory or bundle with {CONFIG_FILE}.")
     config = load_config(config_path)
     schedule = schedule_of(config)
-    images = to_model_range(load_training_images(config.data).images)
+    images = load_training_images(config.data).images
+    if config.latent.autoencoder is not None:  # a latent model's grid is fitted to its latents' spectrum
+        from diffkit.bundle import load
+        from diffkit.encoders import encode_dataset
+
+        images = encode_dataset(load(args.run).encoder, images)
+    else:
+        images = to_model_range(images)
     scales = fit_scales(spectrum_of(images, torch.Generator().manual_seed(config.train.seed)), schedule)
     grids = dict(config.sample.grids)
     spacing = get_sampler(args.sampler).recommended_spacing

@@ -31,7 +31,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its state.ckpt")
     parser.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/<preset name>)")
     parser.add_argument("--max-steps", type=int, help="stop after this many training steps (train.max_steps)")
-    parser.add_argument("--max-minutes", type=float, help="stop after this many minutes (train.max_minutes)")
+    parser.add_argument("--max-minutes", type=float,
+                        help="stop after this many minutes (train.max_minutes); the learning-rate schedule is "
+                             "planned to end with them; with --resume: this many more minutes")
     parser.add_argument("--accelerator", default="auto", choices=("cpu", "gpu", "cuda", "mps", "auto"),
                         help="hardware to train on (default auto)")
     parser.add_argument("--quiet", action="store_true",
@@ -79,8 +81,11 @@ def checked_config(args: argparse.Namespace, load: Callable, example: str):
 
 def start_or_resume(args: argparse.Namespace, config, train_function: Callable, launch) -> int:
     """Train the checked config: a fresh run (named after the preset) or, with --resume, the run it continues."""
+    # --max-minutes on resume is a new budget from now (make demo's "another DEMO_MINUTES"); without it a resumed
+    # run continues the checkpoint's budget and learning-rate plan.
     train_function(config, args.resume or args.run_dir, resume=bool(args.resume), launch=launch,
-                   name=Path(args.config or args.resume).stem, quiet=args.quiet)
+                   name=Path(args.config or args.resume).stem, quiet=args.quiet,
+                   extend_budget=bool(args.resume) and args.max_minutes is not None)
     return 0
 
 

@@ -56,6 +56,9 @@ def add_parser(subparsers) -> None:
     pixel_map.add_argument("--samples", type=int, default=24, help="generated samples overlaid (default 24)")
     pixel_map.add_argument("--trajectories", type=int, default=6, help="sample paths drawn (default 6)")
     pixel_map.add_argument("--epochs", type=int, default=200, help="UMAP optimisation epochs (default 200)")
+    pixel_map.add_argument("--space", choices=("pixel", "latent"), default="pixel",
+                           help="latent: a latent model's map of the dataset's latents beside the pixel map "
+                                "(default pixel)")
     _add_dataset_options(pixel_map, required=True)
 
     toy = _picture(pictures, "toy2d", "train a 2-D toy diffusion model in seconds and draw it", run_toy)
@@ -243,6 +246,8 @@ def run_map(args: argparse.Namespace) -> int:
     """`diffkit viz map`."""
     from diffkit.viz import fit_pixel_map, plot_pixel_map, project_trajectories, save_figure
 
+    if args.space == "latent":
+        return run_latent_map(args)
     start = time.perf_counter()
     images = _dataset_images(args)
     generator = _generator(args)
@@ -259,6 +264,40 @@ def run_map(args: argparse.Namespace) -> int:
     if samples is not None:
         title += f",\n{args.sampler} samples and their predicted-x0 paths"
     return _written(save_figure(plot_pixel_map(pixel_map, samples, paths, title=title), args.out), start)
+
+
+def run_latent_map(args: argparse.Namespace) -> int:
+    """`diffkit viz map RUN --space latent`: the dataset's latents mapped beside its pixels, with the run's samples
+    and their predicted-x0 paths in both spaces (the same sampling run, decoded for the pixel map)."""
+    import diffkit
+    from diffkit.encoders import encode_dataset
+    from diffkit.images import to_uint8
+    from diffkit.viz import fit_pixel_map, plot_maps, project_trajectories, save_figure
+    from diffkit.viz.pixelspace import MapPanel
+
+    start = time.perf_counter()
+    if args.run is None or args.ideal:
+        raise DiffkitError("--space latent maps a latent model's latents; give its run directory (not --ideal).")
+    bundle = diffkit.load(args.run)
+    if bundle.encoder is None:
+        raise DiffkitError(f"{args.run} is a pixel-space model, so it has no latents to map; drop --space latent.")
+    args.size = args.size or bundle.config.data.size
+    images = _dataset_images(args)
+    if len(images) > args.count:
+        images = images[torch.randperm(len(images), generator=_generator(args))[: args.count]]
+    latents = encode_dataset(bundle.encoder, to_uint8(images))  # (N, c, h, w), on the bundle's measured scale
+    maps = [fit_pixel_map(space, epochs=args.epochs, seed=args.seed) for space in (images, latents)]
+    print(f"fitted PCA + UMAP on {len(images)} images and their latents in {time.perf_counter() - start:.1f} s")
+    steps = _trajectory(args, max(args.samples, args.trajectories), images)
+    last = steps[-1]
+    panels = [MapPanel(maps[0], maps[0].project(last.x_t[: args.samples].clamp(-1, 1)),
+                       project_trajectories(maps[0], steps, args.trajectories), "pixels (decoded samples)"),
+              MapPanel(maps[1], maps[1].project(last.latent.x_t[: args.samples]),
+                       project_trajectories(maps[1], steps, args.trajectories, latent=True),
+                       f"latents {'x'.join(map(str, latents.shape[1:]))} (the denoiser's space)")]
+    title = (f"{args.dataset}: {len(images)} images in pixel and latent space (PCA 50 + UMAP), KDE contours, "
+             f"{args.sampler} samples and their predicted-x0 paths")
+    return _written(save_figure(plot_maps(panels, title=title), args.out), start)
 
 
 def run_toy(args: argparse.Namespace) -> int:

@@ -302,6 +302,9 @@ def evaluate_bundle(bundle: Bundle, protocol: Protocol, classifier: DomainModel 
     """Draw `protocol.n` samples from a bundle and measure the protocol's metrics."""
     config = bundle.config
     check_protocol(protocol, config.model.num_classes, classifier)
+    if "nll" in protocol.metrics and bundle.encoder is not None:
+        raise DiffkitError("The NLL bound of a latent model would be a bound on its latents, not on pixels; drop "
+                           "'nll' from --metrics.")
     settings = bundle.settings(protocol.sampler, protocol.steps, protocol.spacing)  # Bundle's default rule
     timings: dict[str, float] = {}
     results: dict[str, float] = {}

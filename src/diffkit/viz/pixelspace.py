@@ -3,13 +3,15 @@
 Images are flattened to vectors, reduced to `pca_dimensions` by PCA (cheap, and it removes pixel noise that
 only slows UMAP's neighbour search), then embedded in 2-D by UMAP (McInnes et al. 2018). The same fitted
 PCA + UMAP `.transform` places generated samples and each step's predicted x0 on the map, so a trajectory
-can be followed as it moves into the dense regions of the data.
+can be followed as it moves into the dense regions of the data. A latent model's map (`diffkit viz map RUN --space
+latent`) fits the same projection to the dataset's latents and draws it beside the pixel map.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -89,10 +91,15 @@ def fit_pixel_map(images: Tensor, *, pca_dimensions: int = 50, neighbours: int =
     return PixelMap(pca, reducer, reference, np.asarray(embedding))
 
 
-def project_trajectories(pixel_map: PixelMap, steps: list[Step], count: int) -> np.ndarray:
-    """The predicted x0 of the first `count` samples at every step, projected: (count, len(steps), 2)."""
-    count = min(count, steps[0].x0_hat.shape[0])
-    x0_hats = [step.x0_hat[:count].clamp(-1, 1) for step in steps]
+def project_trajectories(pixel_map: PixelMap, steps: list[Step], count: int, latent: bool = False) -> np.ndarray:
+    """The predicted x0 of the first `count` samples at every step, projected: (count, len(steps), 2).
+
+    With `latent`, the steps are a latent model's `DecodedStep`s and their latent x0 guesses (unclipped: latents are
+    not bounded) are projected on a map of latents.
+    """
+    guesses = [step.latent.x0_hat if latent else step.x0_hat.clamp(-1, 1) for step in steps]
+    count = min(count, guesses[0].shape[0])
+    x0_hats = [guess[:count] for guess in guesses]
     flat = pixel_map.project(torch.cat([x.cpu() for x in x0_hats]))  # (len(steps) * count, 2)
     return flat.reshape(len(steps), count, 2).transpose(1, 0, 2)
 
@@ -113,8 +120,32 @@ def draw_kde_contours(axes: Axes, points: np.ndarray, grid: int = 120, levels: i
 def plot_pixel_map(pixel_map: PixelMap, samples: np.ndarray | None = None, trajectories: np.ndarray | None = None,
                    title: str = "Pixel space (PCA + UMAP): data density, samples and trajectories") -> Figure:
     """The map: data KDE contours and points, generated samples (M, 2) and trajectories (K, S, 2) as paths."""
-    figure, axes = new_figure(1, 1, panel_inches=7.0)
-    panel = axes[0, 0]
+    return plot_maps([MapPanel(pixel_map, samples, trajectories, title)])
+
+
+class MapPanel(NamedTuple):
+    """One panel of `plot_maps`."""
+
+    map: PixelMap
+    samples: np.ndarray | None  # (M, 2) generated samples on the map
+    trajectories: np.ndarray | None  # (K, S, 2) predicted-x0 paths
+    title: str
+
+
+def plot_maps(panels: list[MapPanel], title: str | None = None) -> Figure:
+    """Maps side by side (pixels beside latents): one panel per (map, samples, trajectories, title)."""
+    figure, axes = new_figure(1, len(panels), panel_inches=7.0)
+    for panel, (pixel_map, samples, trajectories, panel_title) in zip(axes[0], panels):
+        draw_map(panel, pixel_map, samples, trajectories, panel_title)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def draw_map(panel: Axes, pixel_map: PixelMap, samples: np.ndarray | None, trajectories: np.ndarray | None,
+             title: str) -> None:
+    """One map on `panel`: data KDE contours and points, samples as crosses, trajectories as paths."""
     draw_kde_contours(panel, pixel_map.embedding)
     panel.scatter(*pixel_map.embedding.T, s=1, c="k", alpha=0.25, linewidths=0, label="dataset images")
     if samples is not None:
@@ -131,5 +162,3 @@ def plot_pixel_map(pixel_map: PixelMap, samples: np.ndarray | None = None, traje
     panel.set_ylabel("UMAP 2")
     panel.set_title(title, fontsize=10)
     panel.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    return figure

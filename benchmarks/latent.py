@@ -1,0 +1,239 @@
+"""Benchmark: latent against pixel diffusion for 128-px glyphs on a CPU (issue 15).
+
+1. The autoencoder (`glyphs128-ae`, trained for `--ae-minutes` or given by `--autoencoder DIR`): PSNR and SSIM of
+   its reconstructions of held-out glyphs (the characters no model trains on), and the domain FID of those
+   reconstructions against the originals, beside the floor (as many training glyphs against the same originals).
+2. Two diffusion models of similar capacity at 128 px, each trained for the same `--minutes`: the
+   `glyphs128-latent` preset (4 x 32 x 32 latents) and a pixel-space UNet (PIXEL_MODEL below). For each:
+   training images/s, sampling seconds per image (DPM-Solver++(2M), `--steps`, decoding included) and the domain
+   FID of `--n` samples against the held-out glyphs, beside the training-glyph floor. The latent model's CPU
+   budget is its diffusion minutes plus the autoencoder's, which the table states.
+
+Domain features are the radical classifier's penultimate layer (`diffkit.evaluate.text_metrics.train_judges`'s
+radical judge, trained here on the training glyphs box-downsampled to `--feature-size` px; every image set is
+downsampled the same way before its features are taken). Writes JSON and a markdown table to benchmarks/results/.
+
+    python benchmarks/latent.py                 # the full run: ~1 h of autoencoder, 2 x 2 h of diffusion, measuring
+    python benchmarks/latent.py --quick         # a smoke run in seconds on synthetic 32-px images (numbers meaningless)
+
+NOT YET RUN in full: no number in this file's output has been measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from diffkit.autoencoder_config import load_autoencoder_config
+from diffkit.bundle import load
+from diffkit.checkpoint import REQUIRED, STATE_FILE, load_state
+from diffkit.config import DataConfig, load_config
+from diffkit.encoders import load_latent_encoder
+from diffkit.evaluate import classifier as domain
+from diffkit.evaluate import metrics
+from diffkit.evaluate.protocol import generate_samples, load_split
+from diffkit.evaluate.reconstruction import psnr, reconstruct, ssim
+from diffkit.train import train
+from diffkit.train_autoencoder import STATE_KEYS, train_autoencoder
+
+ROOT = Path(__file__).resolve().parents[1]
+# A pixel-space UNet for 128 px with about the latent preset's parameters (both printed): five levels take
+# 128 px down to the same 8 x 8 bottleneck with attention, one block per level instead of two.
+PIXEL_MODEL = ["model.in_channels=1", "model.channel_mults=[1, 1, 2, 2, 2]", "model.num_res_blocks=1",
+               "model.attention_levels=[4]", "latent.autoencoder=none", "latent.autoencoder_sha256=none"]
+FULL = {"ae_minutes": 60.0, "minutes": 120.0, "n": 1000, "steps": 20, "held_out": 1000, "feature_size": 64,
+        "classifier_steps": 1500, "batch_size": 100}
+QUICK = {"ae_minutes": 0.05, "minutes": 0.05, "n": 20, "steps": 3, "held_out": 32, "feature_size": 16,
+         "classifier_steps": 5, "batch_size": 10}
+# --quick: synthetic 32-px squares, tiny networks, no periodic files.
+QUICK_DATA = ["data.dataset=synthetic", "data.size=32", "data.options={count = 256, classes = 4}"]
+QUICK_AE = [*QUICK_DATA, "model.base_channels=8", "model.groups=4", "train.batch_size=8", "train.sample_every=0",
+            "train.checkpoint_every=1000000", "train.scale_images=64"]
+QUICK_DIFFUSION = [*QUICK_DATA, "model.base_channels=8", "model.groups=4", "model.num_heads=1",
+                   "train.batch_size=8", "train.sample_every=0", "train.checkpoint_every=1000000", "sample.n=4"]
+
+
+def trained_so_far(run_dir: Path, required=REQUIRED) -> tuple[int, float]:
+    """(steps, minutes spent in training steps) recorded in a run's state.ckpt (`required`: the keys it must hold)."""
+    state = load_state(Path(run_dir) / STATE_FILE, required=required)
+    return int(state["step"]), float(state["elapsed_seconds"]) / 60
+
+
+def train_autoencoder_run(args: argparse.Namespace) -> Path:
+    """The glyphs128-ae preset trained for --ae-minutes into benchmarks/runs/latent-ae (unless --autoencoder)."""
+    if args.autoencoder:
+        return args.autoencoder
+    overrides = [f"train.max_minutes={args.ae_minutes}", "train.max_steps=none", *(QUICK_AE if args.quick else [])]
+    result = train_autoencoder(load_autoencoder_config("glyphs128-ae", overrides), args.runs / "latent-ae",
+                               name="latent-ae", quiet=True)
+    print(f"autoencoder: {result.step} steps ({result.stopped_by}) -> {result.run_dir}", flush=True)
+    return result.run_dir
+
+
+def train_diffusion(args: argparse.Namespace, name: str, overrides: list[str]) -> Path:
+    """The glyphs128-latent preset with `overrides`, trained for --minutes into benchmarks/runs/NAME."""
+    budget = [f"train.max_minutes={args.minutes}", "train.max_steps=none"]
+    config = load_config("glyphs128-latent", [*budget, *(QUICK_DIFFUSION if args.quick else []), *overrides])
+    result = train(config, args.runs / name, name=name, quiet=True)
+    print(f"{name}: {result.step} steps ({result.stopped_by}) -> {result.run_dir}", flush=True)
+    return result.run_dir
+
+
+@dataclass
+class Judge:
+    """The radical classifier as a feature extractor on images box-downsampled to `size`."""
+
+    model: domain.DomainClassifier
+    size: int
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features of uint8 images (N, C, H, W), downsampled to size x size first."""
+        return domain.features(self.model, downsampled(images, self.size))
+
+    def fid(self, fake: torch.Tensor, real: torch.Tensor) -> float:
+        """Domain FID of two uint8 image sets."""
+        return metrics.fid_from_features(self.features(fake), self.features(real))
+
+
+def downsampled(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images box-filtered to size x size (float in [-1, 1]); `size` must divide the image size."""
+    float_images = images.float() / 127.5 - 1
+    return F.avg_pool2d(float_images, images.shape[-1] // size) if images.shape[-1] != size else float_images
+
+
+def train_judge(args: argparse.Namespace, training) -> tuple[Judge, dict]:
+    """The radical classifier (glyphs) or class classifier (--quick's synthetic set) on the training images."""
+    from diffkit.evaluate.text_metrics import radical_classes
+
+    labels, images = training.labels, training.images
+    if not args.quick:
+        from diffkit.data.captions import glyph_metadata
+
+        radicals = glyph_metadata(training.class_names, None).radicals[labels]
+        kept = radical_classes(radicals, 50)
+        if len(kept) < 2:
+            raise SystemExit("No radicals found for the glyphs: install Debian unicode-data (Unihan) first.")
+        lookup = torch.full((215,), -1, dtype=torch.long)
+        lookup[kept] = torch.arange(len(kept))
+        labels = lookup[radicals]
+        images, labels = images[labels >= 0], labels[labels >= 0]
+    started = time.perf_counter()
+    model = domain.train_classifier(downsampled(images, args.feature_size), labels, steps=args.classifier_steps,
+                                    generator=torch.Generator().manual_seed(0), num_classes=int(labels.max()) + 1)
+    record = {"classes": int(labels.max()) + 1, "images": int(images.shape[0]), "steps": args.classifier_steps,
+              "feature_size": args.feature_size, "seconds": round(time.perf_counter() - started, 1)}
+    return Judge(model, args.feature_size), record
+
+
+def autoencoder_metrics(directory: Path, held_out: torch.Tensor, training: torch.Tensor, judge: Judge) -> dict:
+    """PSNR, SSIM and domain FID of the autoencoder's reconstructions of the held-out glyphs."""
+    encoder = load_latent_encoder(directory, image_size=held_out.shape[-1], channels=held_out.shape[1])
+    rebuilt = reconstruct(encoder, held_out)
+    steps, minutes = trained_so_far(directory, STATE_KEYS)
+    peak = psnr(held_out, rebuilt)
+    return {"steps": steps, "minutes": round(minutes, 1), "images": int(held_out.shape[0]),
+            "psnr": peak[peak.isfinite()].mean().item(), "ssim": ssim(held_out, rebuilt).mean().item(),
+            "domain_fid": judge.fid(rebuilt, held_out),
+            "domain_fid_floor": judge.fid(training[:held_out.shape[0]], held_out)}
+
+
+def diffusion_metrics(args: argparse.Namespace, run_dir: Path, held_out: torch.Tensor, judge: Judge) -> dict:
+    """Training speed, sampling seconds per image and domain FID of --n samples of one trained model."""
+    bundle = load(run_dir)
+    steps, minutes = trained_so_far(run_dir)
+    batch = bundle.config.train.batch_size
+    started = time.perf_counter()
+    samples, _ = generate_samples(bundle, args.n, sampler="dpmpp_2m", steps=args.steps, seed=0,
+                                  batch_size=args.batch_size)
+    seconds = time.perf_counter() - started
+    return {"parameters": sum(parameter.numel() for parameter in bundle.network.parameters()),
+            "space": "x".join(map(str, bundle.space_shape)), "steps": steps, "minutes": round(minutes, 1),
+            "train_images_per_second": round(steps * batch / max(minutes * 60, 1e-9), 1),
+            "sample_seconds_per_image": round(seconds / args.n, 4), "samples": args.n,
+            "sampler": f"dpmpp_2m/{args.steps}", "domain_fid": judge.fid(samples, held_out[:args.n])}
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown tables."""
+    ae = report["autoencoder"]
+    lines = [f"Latent vs pixel diffusion at {report['image_size']} px ({report['machine']}, {report['date']})", "",
+             "| autoencoder | steps | minutes | held-out images | PSNR dB | SSIM | domain FID | floor |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|",
+             f"| {report['autoencoder_dir']} | {ae['steps']} | {ae['minutes']} | {ae['images']} | {ae['psnr']:.2f} | "
+             f"{ae['ssim']:.4f} | {ae['domain_fid']:.3f} | {ae['domain_fid_floor']:.3f} |", "",
+             "| model | space | parameters | steps | minutes | train img/s | sample s/img | domain FID |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name in ("pixel", "latent"):
+        row = report[name]
+        lines.append(f"| {name} | {row['space']} | {row['parameters']:,} | {row['steps']} | {row['minutes']} | "
+                     f"{row['train_images_per_second']} | {row['sample_seconds_per_image']} | "
+                     f"{row['domain_fid']:.3f} |")
+    lines += ["", f"Domain FID floor ({report['n']} training glyphs vs held-out): {report['domain_fid_floor']:.3f}. "
+              f"The latent model's CPU budget adds the autoencoder's {ae['minutes']} minutes."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_arguments() -> argparse.Namespace:
+    """Command-line options; --quick swaps in the smoke-run defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: synthetic 32-px data, seconds of training")
+    for name, value in FULL.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
+                            help=f"(default {value}; --quick: {QUICK[name]})")
+    parser.add_argument("--autoencoder", type=Path, default=None, help="a trained autoencoder run (skips training it)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs", help="where the runs go")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def machine_description() -> str:
+    """Architecture, processor model (from /proc/cpuinfo where there is one) and core count."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{platform.machine()} {names[0] if names else platform.processor()}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    args = parse_arguments()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    stem = args.out / ("latent-quick" if args.quick else "latent")
+    data = DataConfig(dataset="synthetic", size=32, options={"count": 256, "classes": 4}) if args.quick else \
+        DataConfig(dataset="glyphs", size=128)
+    training, held_out = load_split(data, "train"), load_split(data, "test").images[:args.held_out]
+    report = {"date": datetime.date.today().isoformat(), "machine": machine_description(), "quick": args.quick,
+              "threads": args.threads, "image_size": data.size, "n": args.n}
+    judge, report["judge"] = train_judge(args, training)
+    autoencoder = train_autoencoder_run(args)
+    report["autoencoder_dir"] = str(autoencoder)
+    report["autoencoder"] = autoencoder_metrics(autoencoder, held_out, training.images, judge)
+    report["domain_fid_floor"] = judge.fid(training.images[:args.n], held_out[:args.n])
+    for name, overrides in (("latent", [f"latent.autoencoder={autoencoder}"]), ("pixel", PIXEL_MODEL)):
+        report[name] = diffusion_metrics(args, train_diffusion(args, f"latent-bench-{name}", overrides), held_out,
+                                         judge)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")  # keep what is measured so far
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {stem}.json and {stem}.md in {report['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
