@@ -9,16 +9,18 @@ on latents and every entry point takes and returns pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from diffkit.acceleration import compile_mode, sampling_forward
 from diffkit.files import atomic_path
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
@@ -74,11 +76,19 @@ class Bundle:
     schedule: Schedule
     config: Config
     encoder: LatentEncoder | None = None  # latent models: pixels <-> the denoiser's space; None: pixel space
+    forward: Callable[..., Tensor] | None = None  # how the network is run (`speed_up`); None: the network itself
 
     @property
     def denoiser(self) -> Denoiser:
         """The network as an eps-denoiser on the training schedule (x0 / v networks are adapted)."""
-        return eps_denoiser(self.network, self.schedule, self.config.diffusion.prediction)
+        return eps_denoiser(self.forward or self.network, self.schedule, self.config.diffusion.prediction)
+
+    def speed_up(self, precision: str = "fp32", channels_last: bool = False,
+                 compile: bool | str | None = False) -> Bundle:
+        """This bundle with its network run in `precision` (auto / fp32 / bf16 autocast), channels-last and/or
+        compiled ("blocks" or "model"); see acceleration.py. Channels-last converts the shared weights in place."""
+        forward = sampling_forward(self.network, precision, channels_last, compile)
+        return dataclasses.replace(self, forward=forward)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -343,8 +353,10 @@ def weight_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) ->
     return differences
 
 
-def load(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
-    """Load a bundle (a run directory, or any directory with config.json + model.safetensors)."""
+def load(path: str | Path, device: torch.device | str = "cpu", *, precision: str = "fp32", channels_last: bool = False,
+         compile: bool | str | None = False) -> Bundle:
+    """Load a bundle (a run directory, or any directory with config.json + model.safetensors); `precision`,
+    `channels_last` and `compile` say how its network runs (`Bundle.speed_up`)."""
     directory = Path(path)
     if directory.is_file() and directory.name == WEIGHTS_FILE:
         directory = directory.parent
@@ -379,4 +391,7 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         from diffkit.latent_model import load_bundle_encoder
 
         encoder = load_bundle_encoder(directory, config, device)
-    return Bundle(network, schedule_of(config), config, encoder)
+    bundle = Bundle(network, schedule_of(config), config, encoder)
+    if precision == "fp32" and not channels_last and compile_mode(compile) == "none":
+        return bundle  # the plain network, called directly
+    return bundle.speed_up(precision, channels_last, compile)

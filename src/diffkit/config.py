@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from diffkit.acceleration import COMPILE_MODES
 from diffkit.files import atomic_path
 from diffkit.ema import MAX_SIGMA_REL
 from diffkit.errors import DiffkitError, Rule, check_rules
@@ -111,7 +112,8 @@ class TrainConfig:
     ema_sigma_rel: float | None = None  # EDM2's power-function EMA of this relative width (replaces ema_decay/warmup)
     p_uncond: float = 0.1  # label or caption dropout for classifier-free guidance (conditional models)
     precision: str = "auto"  # fp32, bf16 (autocast) or auto: bf16 where the hardware has native bf16 (precision.py)
-    compile: bool = False  # torch.compile the network
+    channels_last: bool = False  # run the network in channels-last memory format (acceleration.py)
+    compile: bool | str = False  # torch.compile: false, "blocks" (each ResBlock), "model" (all; true means "model")
     seed: int = 0
     max_steps: int | None = 10_000
     max_minutes: float | None = None  # wall-clock budget (a resumed run continues it; --max-minutes adds more)
@@ -121,6 +123,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_training_choices(self)
+        if isinstance(self.compile, str):
+            _check_choice("train.compile", self.compile, COMPILE_MODES)
         check_rules(self._rules())
 
     def _rules(self) -> list[Rule]:

@@ -43,7 +43,8 @@ def diffusion_loss(network: Callable[..., Tensor], schedule: Schedule, x0: Tenso
     x_t = q_sample(schedule, x0, i, eps)
     output = network(x_t, schedule.timesteps.to(x0.device)[i], y)
     target = prediction_target(schedule, x0, i, eps, prediction)
-    per_item = (output.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
+    # A mean over every axis after the batch, not flatten(1): a channels-last output would be copied to flatten.
+    per_item = (output.float() - target.float()).pow(2).mean(dim=tuple(range(1, output.ndim)))  # (B,)
     if min_snr_gamma is not None:
         per_item = per_item * min_snr_weight(schedule.snr.to(x0.device)[i], min_snr_gamma, prediction)
     return per_item.mean()

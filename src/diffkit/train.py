@@ -22,6 +22,7 @@ from lightning.fabric import Fabric
 from torch import Tensor
 from tqdm import tqdm
 
+from diffkit.acceleration import compiled, use_channels_last
 from diffkit.budget import Budget
 from diffkit.bundle import Bundle, WEIGHTS_FILE, save_weights, schedule_of, weight_differences
 from diffkit.checkpoint import load_state, restore_random_states, save_training_state, write_failure
@@ -164,9 +165,11 @@ def setup_run(fabric: Fabric, config: Config, dataset: TrainingImages, run_dir: 
     train = config.train
     torch.manual_seed(derive_seed(train.seed, TORCH_STREAM))  # the same initial weights on every process
     network = UNet(config.model)
+    if train.channels_last:  # before the EMA copy, so the average (and the grids drawn from it) is channels-last too
+        use_channels_last(network)
     ema = EMA(network, train.ema_decay, train.ema_warmup, train.ema_sigma_rel)
     optimizer = make_optimizer(network, train)
-    model = torch.compile(network) if train.compile else network
+    model = compiled(network, train.compile)  # after the copy: the EMA module is never compiled
     model, optimizer = fabric.setup(model, optimizer)
     ema.module.to(fabric.device)
     torch.manual_seed(derive_seed(train.seed, TORCH_STREAM, fabric.global_rank))  # dropout differs per process

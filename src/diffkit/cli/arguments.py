@@ -81,3 +81,16 @@ def add_spacing(parser: argparse.ArgumentParser, default_help: str = "the sample
 def add_prompt(parser: argparse.ArgumentParser, help_text: str = "the English meaning to condition on") -> None:
     """--prompt: text models' English meaning (`Bundle.labels_for` turns it into the condition and checks it)."""
     parser.add_argument("--prompt", default=None, help=f"text models: {help_text}, e.g. \"water\"")
+
+
+def add_speed(parser: argparse.ArgumentParser) -> None:
+    """--precision, --channels-last, --compile: how the network runs while sampling (`Bundle.speed_up`)."""
+    from diffkit.acceleration import COMPILE_MODES, SAMPLING_PRECISIONS
+
+    parser.add_argument("--precision", default="fp32", choices=SAMPLING_PRECISIONS,
+                        help="fp32, bf16 (autocast) or auto: bf16 where the hardware has native bf16 (default fp32)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="run the network in channels-last memory format (a speed option; same maths)")
+    parser.add_argument("--compile", nargs="?", const="blocks", default="none", choices=COMPILE_MODES,
+                        help="torch.compile the network's ResBlocks (blocks, the default of a bare --compile) "
+                             "or the whole model (model); compiling takes a while before the first step")

@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from diffkit.animation import ANIMATION_SUFFIXES
-from diffkit.cli.arguments import add_prompt, add_quiet, add_spacing, finite_float, output_file, scale_list
+from diffkit.cli.arguments import (add_prompt, add_quiet, add_spacing, add_speed, finite_float, output_file,
+                                   scale_list)
 from diffkit.errors import DiffkitError
 from diffkit.images import PICTURE_SUFFIXES
 
@@ -46,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance-sweep", metavar="SCALES", default=None, type=scale_list,
                         help="comma-separated scales, e.g. 0,1,2,4: one grid row of --n images per scale in --out")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_speed(parser)
     add_quiet(parser)
     parser.set_defaults(func=run)
 
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     if is_folder(args.out):
         check_folder(args.out)  # before minutes of sampling, not after
-    bundle = load(args.run, device=args.device)
+    bundle = load(args.run, device=args.device, precision=args.precision, channels_last=args.channels_last,
+                  compile=args.compile)
     prompts, n, nrow = sample_prompts(args)
     # Resolved here for the progress bar; the bundle applies its spacing rule (and a fitted grid) to args.spacing.
     sampler, steps, *_ = bundle.settings(args.sampler, args.steps, args.spacing)

@@ -48,27 +48,30 @@ class ResBlock(nn.Module):
     """Residual block: norm-SiLU-conv, then norm with embedding scale-shift, SiLU, dropout, conv.
 
     The embedding enters as h = norm(h) * (1 + scale) + shift (improved DDPM's use_scale_shift_norm,
-    Nichol & Dhariwal 2021, sec. 3 / guided-diffusion). The last conv is zero-initialised so the
-    block starts as its skip path. `embedding_dim=0` gives the plain block of the autoencoder (no embedding).
+    Nichol & Dhariwal 2021, sec. 3 / guided-diffusion), with (scale, shift) = Linear(SiLU(embedding)); the block
+    is handed SiLU(embedding), which the UNet computes once for all its blocks. The last conv is zero-initialised
+    so the block starts as its skip path. `embedding_dim=0` gives the plain block of the autoencoder (no embedding).
     """
 
     def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, dropout: float, groups: int):
         super().__init__()
         self.norm1 = group_norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.embedding = nn.Sequential(nn.SiLU(), nn.Linear(embedding_dim, 2 * out_channels)) if embedding_dim else None
+        # Index 1 keeps the weights' keys (embedding.1.*) of the former (SiLU, Linear): the SiLU moved to the UNet.
+        self.embedding = (nn.Sequential(nn.Identity(), nn.Linear(embedding_dim, 2 * out_channels)) if embedding_dim
+                          else None)
         self.norm2 = group_norm(out_channels, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
-    def forward(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
-        """(B, C_in, H, W), (B, E) or None -> (B, C_out, H, W)."""
+    def forward(self, x: Tensor, activated_embedding: Tensor | None = None) -> Tensor:
+        """(B, C_in, H, W), SiLU(embedding) (B, E) or None -> (B, C_out, H, W)."""
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
         h = self.norm2(h)
         if self.embedding is not None:
-            scale, shift = self.embedding(embedding)[:, :, None, None].chunk(2, dim=1)  # 2 x (B, C_out, 1, 1)
-            h = h * (1 + scale) + shift
+            scale, shift = self.embedding(activated_embedding)[:, :, None, None].chunk(2, dim=1)  # 2 x (B, C_out, 1, 1)
+            h = torch.addcmul(shift, h, 1 + scale)  # h * (1 + scale) + shift in one pass over h
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffkit.errors import DiffkitError, Rule, check_rules
@@ -136,7 +137,7 @@ class UNetBlock(nn.Module):
                                 if cross else None)
 
     def forward(self, x: Tensor, embedding: Tensor, text: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """(B, C_in, H, W), (B, E), optional (tokens (B, L, D), mask (B, L)) -> (B, C_out, H, W)."""
+        """(B, C_in, H, W), SiLU(embedding) (B, E), optional (tokens (B, L, D), mask (B, L)) -> (B, C_out, H, W)."""
         h = self.res(x, embedding)
         if self.attention is not None:
             h = self.attention(h)
@@ -223,7 +224,8 @@ class UNet(nn.Module):
         """Predict (B, out_channels, H, W) from x_t (B, C, H, W), timesteps t (B,) and optional y."""
         self._check_input(x)
         text = self._text(y, x.shape[0]) if self.context_embedding is not None else None
-        embedding = self.embed(t, y, batch=x.shape[0], text=text)  # (B, E)
+        # Every ResBlock reads SiLU(embedding) (its scale-shift input): computed once here, not once per block.
+        embedding = F.silu(self.embed(t, y, batch=x.shape[0], text=text))  # (B, E)
 
         h = self.input_conv(x)  # (B, base, H, W)
         skips = [h]
