@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from diffkit.evaluate.protocol import generate_samples, load_split
 from diffkit.evaluate.reconstruction import psnr, reconstruct, ssim
 from diffkit.train import train
 from diffkit.train_autoencoder import STATE_KEYS, train_autoencoder
+from quality import add_settings, filled_settings, machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 # A pixel-space UNet for 128 px with about the latent preset's parameters (both printed): five levels take
@@ -186,26 +185,12 @@ def parse_arguments() -> argparse.Namespace:
     """Command-line options; --quick swaps in the smoke-run defaults."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: synthetic 32-px data, seconds of training")
-    for name, value in FULL.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                            help=f"(default {value}; --quick: {QUICK[name]})")
+    add_settings(parser, FULL, QUICK)
     parser.add_argument("--autoencoder", type=Path, default=None, help="a trained autoencoder run (skips training it)")
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs", help="where the runs go")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
-    for name, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return args
-
-
-def machine_description() -> str:
-    """Architecture, processor model (from /proc/cpuinfo where there is one) and core count."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    return f"{platform.machine()} {names[0] if names else platform.processor()}, {os.cpu_count()} cores"
+    return filled_settings(parser.parse_args(), FULL, QUICK)
 
 
 def main() -> None:

@@ -198,16 +198,25 @@ def parse_arguments() -> argparse.Namespace:
     """Command-line options; --quick swaps in the smoke-run defaults."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 15 s training, tiny counts, 5 steps")
-    for name, value in FULL.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value) if value is not None else int, default=None,
-                            help=f"(default {value}; --quick: {QUICK[name]})")
+    add_settings(parser, FULL, QUICK)
     parser.add_argument("--run", type=Path, default=None, help="evaluate this trained run instead of training")
     parser.add_argument("--classifier", default=None, help="a saved domain classifier (default: train one)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
-    for name, value in (QUICK if args.quick else FULL).items():
+    return filled_settings(parser.parse_args(), FULL, QUICK)
+
+
+def add_settings(parser: argparse.ArgumentParser, full: dict, quick: dict) -> None:
+    """One --option per benchmark setting (full-run default, smoke-run default in the help)."""
+    for name, value in full.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value) if value is not None else int, default=None,
+                            help=f"(default {value}; --quick: {quick[name]})")
+
+
+def filled_settings(args: argparse.Namespace, full: dict, quick: dict) -> argparse.Namespace:
+    """The parsed options with every setting left out taken from the full or (--quick) smoke defaults."""
+    for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args

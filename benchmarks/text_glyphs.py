@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 from diffkit.bundle import load
-from diffkit.checkpoint import STATE_FILE, load_state
 from diffkit.config import load_config
 from diffkit.evaluate.text_protocol import format_text_table, glyph_eval_data, judges_for, text_evaluation
-from diffkit.export import bundle_megabytes, export_bundle
+from diffkit.export import bundle_megabytes, export_bundle, training_record
 from diffkit.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +55,8 @@ def main() -> int:
     """Train (or reuse --run), evaluate, write JSON, print the table, optionally export the bundle."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budget and counts")
-    parser.add_argument("--run", type=Path, default=None, help="evaluate this trained run instead of training")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="evaluate this trained run or exported bundle (e.g. models/glyphs32-text) instead")
     parser.add_argument("--steps", type=int, default=None, help=f"training steps (default {STEPS_IN_TWO_HOURS_ALONE})")
     parser.add_argument("--judges", type=Path, default=None, help="load/save the radical and meaning judges here")
     parser.add_argument("--export", type=Path, default=None, help="also write the model as an fp16 bundle here")
@@ -69,19 +69,20 @@ def main() -> int:
     config = load_config("glyphs32-text")
     data = glyph_eval_data(config.data, config.text, limit=settings["limit"])
     run_dir = args.run or train_model(settings, None, data)
-    state = load_state(run_dir / STATE_FILE)
+    trained = training_record(run_dir) or {}
     judges = judges_for(data, args.judges, steps=settings["judge_steps"], min_examples=settings["min_examples"])
     record = text_evaluation(load(run_dir), data, judges, count=settings["count"], scales=list(SCALES),
                              steps=settings["sample_steps"])
     record.update(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), quick=args.quick,
         machine={"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
-        run=str(run_dir), trained_steps=int(state["step"]),
-        training_minutes=round(float(state["elapsed_seconds"]) / 60, 1), judge_steps=settings["judge_steps"],
+        run=str(run_dir), trained_steps=trained.get("trained_steps"),
+        training_minutes=trained.get("training_minutes"), judge_steps=settings["judge_steps"],
         characters_limited_to=settings["limit"], seconds=round(time.perf_counter() - started, 1),
         command=" ".join(shlex.quote(part) for part in [sys.executable, *sys.argv]))
     if args.export:
-        export_bundle(run_dir, args.export, command=record["command"])
+        if args.export.resolve() != run_dir.resolve():  # evaluating an export writes its benchmark.json beside it
+            export_bundle(run_dir, args.export, command=record["command"])
         (args.export / "benchmark.json").write_text(json.dumps(record, indent=2) + "\n")
         record["export"] = {"path": str(args.export), "megabytes": round(bundle_megabytes(args.export), 2)}
     out = args.out or ROOT / "benchmarks" / "results" / f"text_glyphs{'-quick' if args.quick else ''}.json"

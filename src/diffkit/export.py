@@ -1,10 +1,12 @@
 """Export a run as a shareable bundle: config.json, the EMA weights (fp16 by default: half the bytes, and
 `diffkit.load` reads them back into a float32 network) and `command.txt`, the command that made it. A latent
 model's autoencoder/ folder is copied byte for byte (float32): its SHA-256 ties it to the latent scale and to the
-diffusion model's config."""
+diffusion model's config. `training.json` keeps what the training cost (steps, minutes) once state.ckpt is left
+behind."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import sys
@@ -14,10 +16,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, load
+from diffkit.checkpoint import STATE_FILE, load_state
 from diffkit.errors import DiffkitError
 from diffkit.files import atomic_path
 
 COMMAND_FILE = "command.txt"
+TRAINING_FILE = "training.json"
 
 
 def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, command: str | None = None) -> Path:
@@ -43,7 +47,23 @@ def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, comman
         copy_autoencoder(run / AUTOENCODER_DIR, out)
     text = command if command is not None else " ".join(shlex.quote(part) for part in sys.argv)
     (out / COMMAND_FILE).write_text(text.rstrip("\n") + "\n")
+    record = training_record(run)
+    if record is not None:
+        (out / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def training_record(path: str | Path) -> dict | None:
+    """Steps and minutes of training behind a run (its state.ckpt) or an export (its training.json); None if
+    neither says."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        state = load_state(path / STATE_FILE, required=("step", "elapsed_seconds"))
+        return {"trained_steps": int(state["step"]),
+                "training_minutes": round(float(state["elapsed_seconds"]) / 60, 1)}
+    if (path / TRAINING_FILE).is_file():
+        return json.loads((path / TRAINING_FILE).read_text())
+    return None
 
 
 def bundle_megabytes(directory: str | Path) -> float:
@@ -51,4 +71,4 @@ def bundle_megabytes(directory: str | Path) -> float:
     return (Path(directory) / WEIGHTS_FILE).stat().st_size / 1e6
 
 
-__all__ = ["export_bundle", "bundle_megabytes"]
+__all__ = ["export_bundle", "bundle_megabytes", "training_record"]
