@@ -50,7 +50,8 @@ from diffkit.evaluate.glyph_shape import glyph_like_fraction  # noqa: E402
 from diffkit.evaluate.protocol import generate_samples, load_split, make_extractor  # noqa: E402
 from diffkit.images import to_model_range, to_uint8  # noqa: E402
 from diffkit.seeds import derive_seed  # noqa: E402
-from quality import Reference, get_classifier, machine_description, trained_so_far, write_report  # noqa: E402
+from quality import (  # noqa: E402
+    Reference, add_settings, filled_settings, get_classifier, machine_description, trained_so_far, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("diffkit", "diffusers")
@@ -70,9 +71,9 @@ class Dataset:
 DEMO_OVERRIDES = ("model.num_res_blocks=1", "train.lr=1e-3", "train.warmup_steps=100")
 DATASETS = {"fashion": Dataset("fashion28", DataConfig(dataset="fashion_mnist", size=28)),
             "glyphs": Dataset("glyphs32", DataConfig(dataset="glyphs", size=32), DEMO_OVERRIDES, domain=False)}
-FULL = {"minutes": [10.0, 30.0, 60.0], "n": 2000, "reference_n": 2000, "steps": 20, "classifier_steps": 2000,
-        "diffusers_batch": 64}
-QUICK = {"minutes": [0.1], "n": 16, "reference_n": 32, "steps": 4, "classifier_steps": 20, "diffusers_batch": 8}
+FULL = {"n": 2000, "reference_n": 2000, "steps": 20, "classifier_steps": 2000, "diffusers_batch": 64}
+QUICK = {"n": 16, "reference_n": 32, "steps": 4, "classifier_steps": 20, "diffusers_batch": 8}
+MINUTES = {"full": [10.0, 30.0, 60.0], "quick": [0.1]}
 
 # The diffusers example's defaults (train_unconditional.py), with the network, schedule and batch.
 NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "prediction_type": "epsilon"}
@@ -321,11 +322,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="fashion")
     parser.add_argument("--quick", action="store_true", help="smoke run: 6 s budgets, tiny counts, no Inception")
-    parser.add_argument("--minutes", type=float, nargs="+", default=None, help=f"budgets (default {FULL['minutes']})")
-    for name, value in FULL.items():
-        if name != "minutes":
-            parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                                help=f"(default {value}; --quick: {QUICK[name]})")
+    parser.add_argument("--minutes", type=float, nargs="+", default=None,
+                        help=f"budgets (default {MINUTES['full']}; --quick: {MINUTES['quick']})")
+    add_settings(parser, FULL, QUICK)
     parser.add_argument("--inception", action=argparse.BooleanOptionalAction, default=None,
                         help="measure Inception FID (default: on, off with --quick)")
     parser.add_argument("--diffkit-set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
@@ -335,10 +334,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=None, help="run directories (default runs/budget-DATASET)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--child-diffusers", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    for name, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    args = filled_settings(parser.parse_args(argv), FULL, QUICK)
+    args.minutes = args.minutes or MINUTES["quick" if args.quick else "full"]
     args.inception = not args.quick if args.inception is None else args.inception
     suffix = "-quick" if args.quick else ""
     args.work = args.work or ROOT / "runs" / f"budget-{args.dataset}{suffix}"
