@@ -21,10 +21,9 @@ from torch import Tensor, nn
 
 from diffkit.errors import DiffkitError
 from diffkit.nn.layers import ResBlock
-from diffkit.precision import resolve_precision
+from diffkit.precision import PRECISIONS, resolve_precision
 
 COMPILE_MODES = ("none", "blocks", "model")
-SAMPLING_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def compile_mode(value: bool | str | None) -> str:
@@ -67,8 +66,8 @@ def compiled(network: nn.Module, mode: bool | str | None) -> nn.Module:
 
 def sampling_precision(choice: str, device: torch.device | str) -> str:
     """fp32 or bf16: what `choice` (auto, fp32, bf16) means on `device` (auto: bf16 only with native bf16)."""
-    if choice not in SAMPLING_PRECISIONS:
-        raise DiffkitError(f"Unknown precision {choice!r}; choose one of: {', '.join(SAMPLING_PRECISIONS)}.")
+    if choice not in PRECISIONS:
+        raise DiffkitError(f"Unknown precision {choice!r}; choose one of: {', '.join(PRECISIONS)}.")
     return resolve_precision(choice, torch.device(device).type).name
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from diffkit.acceleration import COMPILE_MODES
+from diffkit.precision import PRECISIONS
 from diffkit.files import atomic_path
 from diffkit.ema import MAX_SIGMA_REL
 from diffkit.errors import DiffkitError, Rule, check_rules
@@ -30,7 +31,6 @@ from diffkit.schedule import SCHEDULES
 from diffkit.text.encoder import ENCODERS  # a plain dict; transformers is imported only to encode
 
 LR_SCHEDULES = ("cosine", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")  # train.precision (auto: see precision.py)
 CAPTIONS = ("none", "meanings", "class_names")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+PRECISIONS = ("auto", "fp32", "bf16")  # train.precision and sampling's --precision
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo names of x86's bf16 dot-product instructions
 CPUINFO = Path("/proc/cpuinfo")
 

@@ -85,9 +85,10 @@ def add_prompt(parser: argparse.ArgumentParser, help_text: str = "the English me
 
 def add_speed(parser: argparse.ArgumentParser) -> None:
     """--precision, --channels-last, --compile: how the network runs while sampling (`Bundle.speed_up`)."""
-    from diffkit.acceleration import COMPILE_MODES, SAMPLING_PRECISIONS
+    from diffkit.acceleration import COMPILE_MODES
+    from diffkit.precision import PRECISIONS
 
-    parser.add_argument("--precision", default="fp32", choices=SAMPLING_PRECISIONS,
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32, bf16 (autocast) or auto: bf16 where the hardware has native bf16 (default fp32)")
     parser.add_argument("--channels-last", action="store_true",
                         help="run the network in channels-last memory format (a speed option; same maths)")
