@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, load
 from diffkit.checkpoint import STATE_FILE, load_state
+from diffkit.config import save_config
 from diffkit.errors import DiffkitError
 from diffkit.files import atomic_path
 
@@ -40,7 +40,7 @@ def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, comman
     with atomic_path(out / WEIGHTS_FILE) as temporary:
         save_file(weights, str(temporary), metadata={"format": "pt", "library": "diffkit",
                                                       "dtype": "float16" if fp16 else "float32"})
-    shutil.copyfile(run / CONFIG_FILE, out / CONFIG_FILE)
+    save_config(bundle.config, out / CONFIG_FILE)  # in today's format, whatever version wrote the run's copy
     if bundle.encoder is not None:
         from diffkit.latent_model import AUTOENCODER_DIR, copy_autoencoder
 
