@@ -51,7 +51,8 @@ from diffkit.evaluate.protocol import generate_samples, load_split, make_extract
 from diffkit.images import to_model_range, to_uint8  # noqa: E402
 from diffkit.seeds import derive_seed  # noqa: E402
 from quality import (  # noqa: E402
-    Reference, add_settings, filled_settings, get_classifier, machine_description, trained_so_far, write_report)
+    Reference, add_settings, filled_settings, finish_report, get_classifier, machine_description, trained_so_far,
+    write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("diffkit", "diffusers")
@@ -403,10 +404,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             print(f"evaluation took {evaluation:.1f} min; about {sum(m for m, _ in left) + len(left) * evaluation:.0f} "
                   f"min left ({len(left)} rows)", flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write_report(report, stem)
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"wrote {stem}.json and {stem}.md in {report['seconds']} s")
+    finish_report(report, stem, markdown)
     return report
 
 

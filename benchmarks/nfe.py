@@ -30,7 +30,8 @@ from diffkit.config import save_config
 from diffkit.evaluate.classifier import WEIGHTS_NAME
 from diffkit.evaluate.protocol import DomainModel, generate_samples, load_domain_model, load_split, make_extractor
 from diffkit.grids import FITTED, data_scales, fit_grids, grid_key
-from quality import Reference, evaluations_of, get_classifier, machine_description, steps_for, write_report
+from quality import (Reference, evaluations_of, finish_report, get_classifier, machine_description, steps_for,
+                     write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_3m", "heun", "euler")
@@ -189,7 +190,8 @@ def run_directory(text: str) -> Path:
 
 
 def run_benchmark(args: argparse.Namespace, stem: Path, log: Callable[[str], None] = print) -> dict:
-    """Fit missing grids, estimate the time, sample every row, and return the report (also written to stem.json)."""
+    """Fit missing grids, estimate the time, sample every row, and return the report (stem.json after every row;
+    `main` writes the finished one)."""
     started = time.perf_counter()
     run = run_directory(args.run)
     bundle = load(run)
@@ -227,7 +229,6 @@ def run_benchmark(args: argparse.Namespace, stem: Path, log: Callable[[str], Non
         write_report(report, stem)
     report["summary"] = summary(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write_report(report, stem)
     return report
 
 
@@ -283,9 +284,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     name = run_directory(args.run).resolve().name.replace(".", "-")  # write_report swaps the stem's suffix
     stem = args.out / (f"nfe-{name}-quick" if args.quick else f"nfe-{name}")
     report = run_benchmark(args, stem)
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"wrote {stem}.json and {stem}.md in {report['seconds']} s")
+    finish_report(report, stem, markdown)
     return report
 
 

@@ -20,6 +20,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -237,6 +238,15 @@ def write_report(report: dict, stem: Path) -> None:
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
 
 
+def finish_report(report: dict, stem: Path, to_markdown: Callable[[dict], str]) -> None:
+    """Write the finished report as JSON, then its markdown table beside it; print the table and where both went."""
+    write_report(report, stem)
+    table = to_markdown(report)
+    stem.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"wrote {stem}.json and {stem}.md in {report['seconds']} s")
+
+
 def main() -> None:
     args = parse_arguments()
     torch.set_num_threads(args.threads)
@@ -264,10 +274,7 @@ def main() -> None:
     write_report(report, stem)
     report["samplers"] = sampler_sweep(bundle, args, domain)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write_report(report, stem)
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
-    print(f"wrote {stem}.json and {stem}.md in {report['seconds']} s")
+    finish_report(report, stem, markdown)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The same Fabric launch, run-directory lock, AdamW with warm-up and cosine decay, gradient clipping, data shards,
 signals, budgets, checkpoint write order with exact resume, `metrics.csv` and periodic grids (here originals
-beside their reconstructions) as `diffkit.train`, whose `training_loop` runs with `AUTOENCODER_PARTS`; no EMA.
+beside their reconstructions) as `diffkit.train`: `diffkit.train_loop.training_loop` runs with `AUTOENCODER_PARTS`;
+no EMA.
 When training finishes (a step or time budget, not a signal) the latent scale 1 / std is measured on the
 training images and written to `latent_scale.json`, which makes the run directory a usable autoencoder
 (`diffkit.encoders.load_latent_encoder`).
@@ -22,7 +23,6 @@ from diffkit.autoencoder_config import FIXED_SECTIONS, AutoencoderRunConfig
 from diffkit.budget import Budget
 from diffkit.checkpoint import REQUIRED, load_state, restore_random_states
 from diffkit.encoders import measure_latent_scale, save_latent_scale
-from diffkit.errors import DiffkitError
 from diffkit.images import save_grid, to_model_range
 from diffkit.nn.autoencoder import Autoencoder, AutoencoderLoss, autoencoder_loss, check_image_size
 from diffkit.optimizer import learning_rate, make_optimizer
@@ -30,9 +30,10 @@ from diffkit.run_directory import SAMPLES_DIR, STATE_FILE, prepare_run_dir
 from diffkit.run_log import MetricsLog
 from diffkit.seeds import GRID_STREAM, NOISE_STREAM, SCALE_STREAM, TORCH_STREAM, derive_seed
 from diffkit.stop_request import StopRequest
-from diffkit.train import (Launch, LoopParts, TrainResult, apply_gradients, check_steps_left, checked_image_size,
-                           load_in_rank_order, make_fabric, summary, training_loop, write_checkpoint)
 from diffkit.train_data import ShardedBatches, TrainingImages
+from diffkit.train_loop import (Launch, LoopParts, TrainResult, apply_gradients, checked_image_size, continue_budget,
+                                load_in_rank_order, make_fabric, restore_progress, start_log, training_loop,
+                                write_checkpoint)
 
 COLUMNS = ("step", "epoch", "loss", "l1", "kl", "lr", "grad_norm", "images_per_second", "elapsed_minutes")
 STATE_KEYS = tuple(key for key in REQUIRED if key != "ema")  # what an autoencoder's state.ckpt must hold
@@ -40,7 +41,7 @@ STATE_KEYS = tuple(key for key in REQUIRED if key != "ema")  # what an autoencod
 
 @dataclass
 class AutoencoderRun:
-    """Everything the loop touches (the fields `diffkit.train.training_loop` reads, without EMA or schedule)."""
+    """Everything the loop touches (`diffkit.train_loop.TrainingRun`: no EMA or schedule)."""
 
     fabric: Fabric
     config: AutoencoderRunConfig
@@ -69,7 +70,7 @@ def setup_autoencoder_run(fabric: Fabric, config: AutoencoderRunConfig, dataset:
                           resume: bool) -> tuple[AutoencoderRun, list[dict]]:
     """Network, optimizer, data shards and noise generator on this process; state.ckpt restored when resuming.
 
-    Also returns the metrics rows the checkpoint holds (see `diffkit.train.write_checkpoint`).
+    Also returns the metrics rows the checkpoint holds (see `diffkit.train_loop.write_checkpoint`).
     """
     train = config.train
     torch.manual_seed(derive_seed(train.seed, TORCH_STREAM))  # the same initial weights on every process
@@ -82,14 +83,9 @@ def setup_autoencoder_run(fabric: Fabric, config: AutoencoderRunConfig, dataset:
     if not resume:
         return run, []
     state = load_state(run_dir / STATE_FILE, required=STATE_KEYS)
-    if state["dataset_length"] != batches.count:
-        raise DiffkitError(f"The checkpoint was trained on {state['dataset_length']} images but the dataset now "
-                           f"has {batches.count}; resume with the same data.")
+    restore_progress(run, state)
     network.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    run.step, run.elapsed_seconds = int(state["step"]), float(state["elapsed_seconds"])
-    run.budget = Budget(train, run.step, state.get("budget"))
-    run.saved_step = run.step
     if not restore_random_states(state["random"], fabric.global_rank, fabric.world_size, noise, fabric.device):
         noise.manual_seed(derive_seed(train.seed, NOISE_STREAM, fabric.global_rank, run.step))
     return run, state.get("log_rows", [])
@@ -147,12 +143,8 @@ def train_autoencoder(config: AutoencoderRunConfig, run_dir: str | Path | None =
         run, state_rows = setup_autoencoder_run(fabric, config, dataset, run_dir, resume)
         run.quiet = quiet
         if resume:
-            if extend_budget:
-                run.budget.extend(run.step)
-            check_steps_left(run)
-        if fabric.is_global_zero:
-            run.log = MetricsLog(run_dir, run.step, state_rows, COLUMNS)
-            print(summary(run, name, resume), flush=True)
+            continue_budget(run, extend_budget)
+        start_log(run, state_rows, name, resume, COLUMNS)
         with StopRequest() as stop:
             result = training_loop(run, stop, AUTOENCODER_PARTS)
         if result.stopped_by in ("max_steps", "max_minutes") and fabric.is_global_zero:
