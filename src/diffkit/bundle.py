@@ -286,12 +286,12 @@ class Bundle:
         _, steps, spacing, _ = self.edit_settings("ddim", steps, spacing)
         pair = (self.check_image(image_a), self.check_image(image_b))
         keywords = dict(frames=frames, steps=steps, spacing=spacing, y=y, refine=refine)
-        if self.encoder is not None:
+        if self.encoder is not None:  # latents are unbounded: interpolate_through decodes without clipping
             from diffkit.latent_edit import interpolate_through
 
             return interpolate_through(self.guided(guidance, y), self.schedule.to(self.device), self.encoder, *pair,
                                        **keywords)
-        return interpolate(self.guided(guidance, y), self.schedule.to(self.device), *pair, **keywords)
+        return interpolate(self.guided(guidance, y), self.schedule.to(self.device), *pair, clip_x0=1.0, **keywords)
 
     def interpolate_prompts(self, prompt_a: str, prompt_b: str, *, frames: int = 8, steps: int = 50,
                             spacing: str | None = None, seed: int | None = None, guidance: float = 1.0) -> Tensor:
@@ -300,7 +300,7 @@ class Bundle:
         _, steps, spacing, _ = self.edit_settings("ddim", steps, spacing)
         strip = interpolate_conditions(self.guided(guidance, y_a), self.schedule.to(self.device),
                                        (1, *self.space_shape), y_a, y_b, frames=frames, steps=steps, spacing=spacing,
-                                       generator=self.generator(seed), device=self.device)
+                                       generator=self.generator(seed), device=self.device, clip_x0=self._clip(1.0))
         return strip if self.encoder is None else self.decode(strip)
 
 

@@ -160,9 +160,11 @@ def slerp(a: Tensor, b: Tensor, weight: float) -> Tensor:
 
 
 def interpolate(denoise: Denoiser, schedule: Schedule, image_a: Tensor, image_b: Tensor, *, frames: int = 8,
-                steps: int | None = 50, spacing: str = "trailing", y: Tensor | None = None, refine: int = 2) -> Tensor:
+                steps: int | None = 50, spacing: str = "trailing", y: Tensor | None = None, refine: int = 2,
+                clip_x0: float | None = None) -> Tensor:
     """A strip of `frames` images (frames, C, H, W) morphing image_a into image_b: both are DDIM-inverted to noise,
-    the noises are slerped and each mix is decoded with DDIM. y is one condition (shape (1,) or (1, D)) or None."""
+    the noises are slerped and each mix is decoded with DDIM. y is one condition (shape (1,) or (1, D)) or None;
+    clip_x0 bounds the x0 guesses while decoding (pixels: 1, as sampling does)."""
     if int(frames) != frames or frames < 2:
         raise DiffkitError(f"An interpolation needs at least 2 frames, not {frames}.")
     pair = torch.cat([_as_batch(image_a), _as_batch(image_b)])  # (2, C, H, W)
@@ -175,16 +177,19 @@ def interpolate(denoise: Denoiser, schedule: Schedule, image_a: Tensor, image_b:
     grid = sampling_schedule(schedule, steps, spacing).to(pair.device)
     frames_y = None if y is None else batch_of(y, frames)
     with torch.inference_mode():
-        *_, last = ddim(denoise, x_T, grid, frames_y)
+        *_, last = ddim(denoise, x_T, grid, frames_y, clip_x0=clip_x0)
     return last.x_t
 
 
 def interpolate_conditions(denoise: Denoiser, schedule: Schedule, shape: tuple[int, ...], y_a, y_b, *,
                            frames: int = 8, steps: int | None = 50, spacing: str = "trailing",
-                           generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
+                           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                           clip_x0: float | None = None) -> Tensor:
     """A strip of `frames` images (frames, C, H, W) from one noise, morphing condition y_a into y_b (two meanings,
     two classes): frame w is decoded by DDIM with eps = (1 - w) eps(x_t, y_a) + w eps(x_t, y_b), so the ends are
-    the two conditional samples. y_a, y_b hold one condition each (labels (1,) or a 1-text condition)."""
+    the two conditional samples. y_a, y_b hold one condition each (labels (1,) or a 1-text condition).
+    clip_x0 bounds the x0 guesses: guided eps at the first, near-pure-noise step divided by sqrt(alpha_bar_T)
+    otherwise throws x0 far outside the data (pixels: pass 1, as sampling does)."""
     if int(frames) != frames or frames < 2:
         raise DiffkitError(f"An interpolation needs at least 2 frames, not {frames}.")
     if shape[0] != 1:
@@ -199,5 +204,5 @@ def interpolate_conditions(denoise: Denoiser, schedule: Schedule, shape: tuple[i
 
     grid = sampling_schedule(schedule, steps, spacing).to(device)
     with torch.inference_mode():
-        *_, last = ddim(blended, x_T.contiguous(), grid, None)
+        *_, last = ddim(blended, x_T.contiguous(), grid, None, clip_x0=clip_x0)
     return last.x_t
