@@ -7,6 +7,7 @@ writes the model as an fp16 bundle (config.json, model.safetensors, command.txt)
 
     python benchmarks/text_glyphs.py --export models/glyphs32-text   # the full run (about 2 CPU-hours of training)
     python benchmarks/text_glyphs.py --quick          # a smoke run of a few minutes (numbers meaningless)
+    python benchmarks/text_glyphs.py --run models/glyphs32-text --count 1024 --scales 7.5 10   # more meanings
 """
 
 from __future__ import annotations
@@ -61,17 +62,21 @@ def main() -> int:
     parser.add_argument("--judges", type=Path, default=None, help="load/save the radical and meaning judges here")
     parser.add_argument("--export", type=Path, default=None, help="also write the model as an fp16 bundle here")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default benchmarks/results/...)")
+    parser.add_argument("--count", type=int, default=None,
+                        help="held-out meanings to judge (default 256; more narrows the floor's and rates' spread)")
+    parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES), help="guidance scales to sample")
     args = parser.parse_args()
     settings = dict(QUICK if args.quick else FULL)
-    if args.steps is not None:
-        settings["steps"] = args.steps
+    for key in ("steps", "count"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
     started = time.perf_counter()
     config = load_config("glyphs32-text")
     data = glyph_eval_data(config.data, config.text, limit=settings["limit"])
     run_dir = args.run or train_model(settings, None, data)
     trained = training_record(run_dir) or {}
     judges = judges_for(data, args.judges, steps=settings["judge_steps"], min_examples=settings["min_examples"])
-    record = text_evaluation(load(run_dir), data, judges, count=settings["count"], scales=list(SCALES),
+    record = text_evaluation(load(run_dir), data, judges, count=settings["count"], scales=args.scales,
                              steps=settings["sample_steps"])
     record.update(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), quick=args.quick,
