@@ -119,7 +119,8 @@ web-screenshots: $(VENV)/.dev-installed chromium
 # Issue 11, characters from English meanings. `make text-benchmark` trains the glyphs32-text preset for the
 # benchmark's step budget (about 2 CPU-hours), measures it on the held-out meanings and exports the fp16 bundle;
 # `make text-pictures` draws the README's pictures from TEXT_RUN: 8 glyphs for each meaning of the 36 most common
-# radicals (docs/text-prompts.txt), a guidance sweep and a strip morphing one meaning into another.
+# radicals (docs/text-prompts.txt), a guidance sweep and a strip morphing one meaning into another (the strip's
+# frames share one noise, so one seed decides them all: seed 3 starts from a clean canvas, seeds 0 and 1 do not).
 TEXT_RUN ?= models/glyphs32-text
 TEXT_SAMPLING ?= --sampler dpmpp_2m --steps 20 --seed 0
 
@@ -146,5 +147,5 @@ text-pictures: $(VENV)/.dev-installed
 		--out docs/text-radicals.png
 	$(PY) -m diffkit sample $(TEXT_RUN) --prompt "water" --n 8 --guidance-sweep 0,1,3,5,7.5,10 $(TEXT_SAMPLING) \
 		--out docs/text-guidance.png
-	$(PY) -m diffkit interpolate $(TEXT_RUN) --prompt "water" --prompt-b "fire" --frames 8 --guidance 5 --steps 20 \
-		--out docs/text-interpolation.png
+	$(PY) -m diffkit interpolate $(TEXT_RUN) --prompt "water" --prompt-b "fire" --frames 8 --guidance 3 --steps 20 \
+		--seed 3 --out docs/text-interpolation.png
