@@ -12,7 +12,8 @@
 The full run takes about 4.5 hours, so it goes in stages that survive a stop: each training resumes its budget
 from its state.ckpt when the benchmark is run again after a SIGTERM or SIGINT (the timed training must run alone,
 so a stopped benchmark exits rather than measuring a half-trained model), a finished training is reused, the
-judge is kept in `--runs`, and every measured part is kept in the JSON (`--fresh` starts over).
+judge is kept in `--runs` (a smoke run has its own), and every measured part is kept in the JSON (`--fresh`
+starts over).
 
 Domain features are the radical classifier's penultimate layer (`diffkit.evaluate.text_metrics.train_judges`'s
 radical judge, trained here on the training glyphs box-downsampled to `--feature-size` px; every image set is
@@ -219,11 +220,15 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: synthetic 32-px data, seconds of training")
     add_settings(parser, FULL, QUICK)
     parser.add_argument("--autoencoder", type=Path, default=None, help="a trained autoencoder run (skips training it)")
-    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs", help="where the runs go")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the runs and the judge go (default benchmarks/runs/latent, or latent-quick)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--fresh", action="store_true", help="forget the measured parts of an earlier, stopped run")
-    return filled_settings(parser.parse_args(argv), FULL, QUICK)
+    args = filled_settings(parser.parse_args(argv), FULL, QUICK)
+    if args.runs is None:  # a smoke run's stages and judge must never stand in for the full run's
+        args.runs = ROOT / "benchmarks" / "runs" / ("latent-quick" if args.quick else "latent")
+    return args
 
 
 def previous_report(path: Path, report: dict, fresh: bool) -> dict:

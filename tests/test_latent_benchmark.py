@@ -63,3 +63,7 @@ def test_the_quick_benchmark_measures_once_and_a_second_run_reuses_everything(tm
     assert output.count("finished earlier") == 1 and "diffkit: run directory" not in output
     assert {key: again[key] for key in ("autoencoder", "latent", "pixel", "judge")} == \
         {key: report[key] for key in ("autoencoder", "latent", "pixel", "judge")}
+
+
+def test_a_smoke_run_never_shares_stages_with_the_full_run():
+    assert latent.parse_arguments(["--quick"]).runs != latent.parse_arguments([]).runs
