@@ -291,7 +291,8 @@ class Bundle:
 
             return interpolate_through(self.guided(guidance, y), self.schedule.to(self.device), self.encoder, *pair,
                                        **keywords)
-        return interpolate(self.guided(guidance, y), self.schedule.to(self.device), *pair, clip_x0=1.0, **keywords)
+        return interpolate(self.guided(guidance, y), self.schedule.to(self.device), *pair, clip_x0=self._clip(1.0),
+                           **keywords)
 
     def interpolate_prompts(self, prompt_a: str, prompt_b: str, *, frames: int = 8, steps: int = 50,
                             spacing: str | None = None, seed: int | None = None, guidance: float = 1.0) -> Tensor:
