@@ -61,6 +61,9 @@ def diffusers_twin(model_config, size: int):
 
     from diffkit.nn import UNet
 
+    if len(set(model_config.blocks_per_level)) > 1:  # which uniform layout is its fair twin is not settled yet
+        raise SystemExit("diffusers' UNet2DModel has one layers_per_block for every level; the diffusers twin needs "
+                         "a single model.num_res_blocks, not a list.")
     target = UNet(model_config).num_parameters()
     levels = len(model_config.channel_mults)
     attention = set(model_config.attention_levels)

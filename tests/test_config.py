@@ -42,8 +42,8 @@ def test_fashion_preset_is_class_conditional_with_label_dropout():
 def test_overrides_are_converted_to_field_types():
     config = tiny_config("train.lr=2e-4", "train.max_minutes=1", "model.channel_mults=[1, 2, 2]",
                          "diffusion.schedule=linear", "train.grad_clip=none", "data.options.count=32",
-                         "train.precision=bf16", "sample.sampler=\"ddpm\"")
-    assert config.train.lr == 2e-4
+                         "train.precision=bf16", "sample.sampler=\"ddpm\"", "model.num_res_blocks=[1, 2, 2]")
+    assert config.train.lr == 2e-4 and config.model.num_res_blocks == (1, 2, 2)
     assert config.train.max_minutes == 1.0 and isinstance(config.train.max_minutes, float)
     assert config.model.channel_mults == (1, 2, 2)
     assert config.diffusion.schedule == "linear"
@@ -73,6 +73,7 @@ def test_unknown_section_is_named():
     ("train.ema_warmup=1", r"train\.ema_warmup=1.*true or false"),
     ("train.precision=fp16", r"train\.precision='fp16'.*unknown"),
     ("model.channel_mults=[1, 2.5]", r"model\.channel_mults.*list of integers"),
+    ("model.num_res_blocks=two", r"model\.num_res_blocks='two'.*an integer or a list of integers"),
     ("train.max_steps=many", r"train\.max_steps='many'.*an integer or none"),
 ])
 def test_bad_values_are_named_with_the_expected_type(override, words):

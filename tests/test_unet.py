@@ -110,6 +110,7 @@ def test_downsample_then_upsample_restores_exact_size(size):
         (UNetConfig(**TINY, in_channels=3, num_classes=10), 32, 32, None),  # y=None on a conditional model
         (UNetConfig(**{**TINY, "channel_mults": (1, 2, 2, 2)}, num_classes=4), 28, 20, True),  # 7 -> 4, 5 -> 3
         (UNetConfig(**TINY, in_channels=3, out_channels=6), 128, 128, False),  # learned-variance style output
+        (UNetConfig(**{**TINY, "channel_mults": (1, 2, 2), "num_res_blocks": (1, 3, 2)}), 28, 28, False),
     ],
 )
 def test_output_shape(config, height, width, labels):
@@ -192,6 +193,8 @@ def test_config_json_round_trip_rebuilds_a_state_dict_compatible_model():
         ({"channel_mults": ()}, "channel_mults"),
         ({"channel_mults": (1, 0)}, "channel_mults"),
         ({"num_res_blocks": 0}, "num_res_blocks"),
+        ({"num_res_blocks": (1, 2)}, "num_res_blocks"),  # three levels need three counts
+        ({"num_res_blocks": (1, 0, 2)}, "num_res_blocks"),
         ({"in_channels": 0}, "in_channels"),
         ({"out_channels": 0}, "out_channels"),
         ({"dropout": 1.0}, "dropout"),
@@ -204,6 +207,18 @@ def test_config_json_round_trip_rebuilds_a_state_dict_compatible_model():
 def test_bad_config_raises_a_sentence_naming_the_field(changes, words):
     with pytest.raises(DiffkitError, match=words):
         UNetConfig(**changes)
+
+
+def test_blocks_per_level_build_that_many_blocks_and_round_trip_through_json():
+    # Imagen's efficient UNet layout: one block at the large resolution, more at the small ones.
+    config = UNetConfig(**{**TINY, "channel_mults": (1, 2, 2), "num_res_blocks": [1, 3, 2]})
+    assert config.blocks_per_level == (1, 3, 2)
+    model = UNet(config)
+    assert [len(level.blocks) for level in model.down] == [1, 3, 2]
+    assert [len(level.blocks) for level in model.up] == [3, 4, 2]  # reversed, one more per level
+    restored = UNetConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config and restored.num_res_blocks == (1, 3, 2)
+    assert UNetConfig(**{**TINY, "num_res_blocks": 2}).blocks_per_level == (2, 2)
 
 
 def test_unknown_config_keys_are_named():

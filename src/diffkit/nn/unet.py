@@ -43,7 +43,8 @@ class UNetConfig:
     out_channels: int | None = None  # None: same as in_channels
     base_channels: int = 64
     channel_mults: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 2
+    num_res_blocks: int | tuple[int, ...] = 2  # per level, or one count for all (Imagen's efficient UNet: fewer
+    # blocks at the large, costly resolutions and more at the small ones, Saharia et al. 2022, "Efficient U-Net")
     attention_levels: tuple[int, ...] = (1,)  # indices into channel_mults; the bottleneck always attends
     num_heads: int = 4
     dropout: float = 0.0
@@ -58,18 +59,23 @@ class UNetConfig:
             value = getattr(self, name)
             check_rules([(f"model.{name}", value, isinstance(value, (list, tuple)), "a list of integers")])
             object.__setattr__(self, name, tuple(value))
+        if isinstance(self.num_res_blocks, list):
+            object.__setattr__(self, "num_res_blocks", tuple(self.num_res_blocks))
         check_rules(self._rules())
 
     def _rules(self) -> list[Rule]:
         """The table of checks (every config section validates itself this way, see errors.check_rules)."""
         positive = [(f"model.{name}", getattr(self, name), _is_int(getattr(self, name)) and getattr(self, name) >= 1,
-                     "a positive integer") for name in ("in_channels", "base_channels", "num_res_blocks", "num_heads",
-                                                        "groups")]
+                     "a positive integer") for name in ("in_channels", "base_channels", "num_heads", "groups")]
         counts = [(f"model.{name}", getattr(self, name), _is_int(getattr(self, name)) and getattr(self, name) >= 0,
                    "an integer >= 0") for name in ("num_classes", "context_dim")]
         mults, levels, dropout = list(self.channel_mults), list(self.attention_levels), self.dropout
         crossed = list(self.cross_attention_levels)
+        blocks = self.num_res_blocks
         rules = positive + counts + [
+            ("model.num_res_blocks", blocks, (_is_int(blocks) and blocks >= 1) or (
+                isinstance(blocks, tuple) and len(blocks) == len(mults) and all(_is_int(b) and b >= 1 for b in blocks)),
+             f"a positive integer, or a list of {len(mults)} (one per level of channel_mults)"),
             ("model.out_channels", self.out_channels,
              self.out_channels is None or (_is_int(self.out_channels) and self.out_channels >= 1),
              "a positive integer or none"),
@@ -98,6 +104,12 @@ class UNetConfig:
     def output_channels(self) -> int:
         """Channels of the network's output: out_channels, or in_channels when that is None."""
         return self.in_channels if self.out_channels is None else self.out_channels
+
+    @property
+    def blocks_per_level(self) -> tuple[int, ...]:
+        """ResBlocks of the down path at each level (the up path has one more): num_res_blocks spelled per level."""
+        blocks = self.num_res_blocks
+        return tuple(blocks) if isinstance(blocks, tuple) else (blocks,) * len(self.channel_mults)
 
     @property
     def embedding_dim(self) -> int:
@@ -183,7 +195,7 @@ class UNet(nn.Module):
         for level, width in enumerate(widths):
             attention, cross = level in config.attention_levels, level in config.cross_attention_levels
             blocks = []
-            for _ in range(config.num_res_blocks):
+            for _ in range(config.blocks_per_level[level]):
                 blocks.append(UNetBlock(channels, width, config, attention, cross))
                 channels = width
                 skip_channels.append(channels)
@@ -199,7 +211,7 @@ class UNet(nn.Module):
         for level, width in reversed(list(enumerate(widths))):
             attention, cross = level in config.attention_levels, level in config.cross_attention_levels
             blocks = []
-            for _ in range(config.num_res_blocks + 1):
+            for _ in range(config.blocks_per_level[level] + 1):
                 blocks.append(UNetBlock(channels + skip_channels.pop(), width, config, attention, cross))
                 channels = width
             self.up.append(Level(blocks, Upsample(channels) if level > 0 else None))
