@@ -109,7 +109,7 @@ class UNetConfig:
     def blocks_per_level(self) -> tuple[int, ...]:
         """ResBlocks of the down path at each level (the up path has one more): num_res_blocks spelled per level."""
         blocks = self.num_res_blocks
-        return tuple(blocks) if isinstance(blocks, tuple) else (blocks,) * len(self.channel_mults)
+        return blocks if isinstance(blocks, tuple) else (blocks,) * len(self.channel_mults)
 
     @property
     def embedding_dim(self) -> int:
