@@ -85,7 +85,7 @@ def test_export_writes_an_fp16_bundle_that_load_reads(text_run, tmp_path, one_th
     out = export_bundle(text_run, tmp_path / "models" / "tiny-text", command="diffkit train --config tiny.toml")
     state = load_state(text_run / "state.ckpt")
     assert training_record(out) == training_record(text_run) == {  # what the training cost outlives state.ckpt
-        "trained_steps": state["step"], "training_minutes": round(state["elapsed_seconds"] / 60, 1)}
+        "trained_steps": state["step"], "training_minutes": round(state["elapsed_seconds"] / 60, 2)}
     weights = load_file(str(out / "model.safetensors"))
     assert all(value.dtype == torch.float16 for value in weights.values() if value.is_floating_point())
     assert (out / "command.txt").read_text() == "diffkit train --config tiny.toml\n"

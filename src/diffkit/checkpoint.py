@@ -8,19 +8,23 @@ resumed run continues bit-for-bit where the checkpoint left off.
 from __future__ import annotations
 
 import errno
+import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.fabric import Fabric
 from torch import Tensor
 
 from diffkit.files import atomic_path
 from diffkit.errors import DiffkitError
 from diffkit.run_directory import STATE_FILE
 
+if TYPE_CHECKING:  # lightning is slow to import; bundles and exports read states without it
+    from lightning.fabric import Fabric
+
 FORMAT_VERSION = 1
+TRAINING_FILE = "training.json"  # an export's record of what its training cost, once state.ckpt is left behind
 REQUIRED = ("config", "step", "dataset_length", "elapsed_seconds", "model", "ema", "optimizer", "random")
 
 
@@ -51,6 +55,19 @@ def load_state(path: str | Path, required: tuple[str, ...] = REQUIRED) -> dict[s
         raise DiffkitError(f"{path} is not a diffkit checkpoint (format {FORMAT_VERSION}): it is damaged or was "
                            "written by another program; resume another run or start this one afresh.")
     return state
+
+
+def training_record(path: str | Path) -> dict | None:
+    """Steps and minutes of training behind a run (its state.ckpt) or an export (its training.json); None if
+    neither says."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        state = load_state(path / STATE_FILE, required=("step", "elapsed_seconds"))
+        return {"trained_steps": int(state["step"]),
+                "training_minutes": round(float(state["elapsed_seconds"]) / 60, 2)}
+    if (path / TRAINING_FILE).is_file():
+        return json.loads((path / TRAINING_FILE).read_text())
+    return None
 
 
 def _gather(fabric: Fabric, tensor: Tensor) -> Tensor:

@@ -15,13 +15,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, load
-from diffkit.checkpoint import STATE_FILE, load_state
+from diffkit.checkpoint import TRAINING_FILE, training_record
 from diffkit.config import save_config
 from diffkit.errors import DiffkitError
 from diffkit.files import atomic_path
 
 COMMAND_FILE = "command.txt"
-TRAINING_FILE = "training.json"
 
 
 def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, command: str | None = None) -> Path:
@@ -51,19 +50,6 @@ def export_bundle(run: str | Path, out: str | Path, *, fp16: bool = True, comman
     if record is not None:
         (out / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out
-
-
-def training_record(path: str | Path) -> dict | None:
-    """Steps and minutes of training behind a run (its state.ckpt) or an export (its training.json); None if
-    neither says."""
-    path = Path(path)
-    if (path / STATE_FILE).is_file():
-        state = load_state(path / STATE_FILE, required=("step", "elapsed_seconds"))
-        return {"trained_steps": int(state["step"]),
-                "training_minutes": round(float(state["elapsed_seconds"]) / 60, 1)}
-    if (path / TRAINING_FILE).is_file():
-        return json.loads((path / TRAINING_FILE).read_text())
-    return None
 
 
 def bundle_megabytes(directory: str | Path) -> float:

@@ -11,6 +11,7 @@ decodes to pixels on its own; the source directory is needed only to start the r
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE
+from diffkit.checkpoint import TRAINING_FILE, training_record
 from diffkit.config import Config
 from diffkit.encoders import SCALE_FILE, LatentEncoder, cached_latents, load_latent_encoder
 from diffkit.errors import DiffkitError
@@ -84,7 +86,9 @@ def resolve_latent(config: Config, images: Tensor, source: Path) -> tuple[Config
 
 
 def copy_autoencoder(source: Path, run_dir: Path) -> Path:
-    """Copy the autoencoder's three files into RUN/autoencoder/ (each atomically); nothing to do if it is there."""
+    """Copy the autoencoder's three files into RUN/autoencoder/ (each atomically) with the record of what its
+    training cost (training.json, when the source has one), so a latent model's budget counts both trainings;
+    nothing to do if it is there."""
     target = Path(run_dir) / AUTOENCODER_DIR
     if target.resolve() == Path(source).resolve():
         return target
@@ -92,6 +96,9 @@ def copy_autoencoder(source: Path, run_dir: Path) -> Path:
     for name in AUTOENCODER_FILES:
         with atomic_path(target / name) as temporary:
             shutil.copyfile(Path(source) / name, temporary)
+    record = training_record(source)
+    if record is not None:
+        (target / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return target
 
 
