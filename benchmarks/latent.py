@@ -21,6 +21,13 @@ downsampled the same way before its features are taken). Writes JSON and a markd
 
     python benchmarks/latent.py                 # the full run: 2 x 2 CPU-hours of training, then measuring
     python benchmarks/latent.py --quick         # a smoke run in seconds on synthetic 32-px images (numbers meaningless)
+    python benchmarks/latent.py --latent-model models/glyphs128-latent --pixel-minutes 100
+                                                # the shipped latent model measured beside a pixel model trained
+                                                # for its budget (autoencoder + diffusion minutes) in this run
+
+A machine whose files do not outlive a session of a few hours cannot hold the whole run, so it splits in two:
+the latent model is trained and exported (models/glyphs128-latent records both trainings' steps and minutes),
+and a later run measures it beside the pixel model; speeds are only compared within one run.
 
 NOT YET RUN in full: no number in this file's output has been measured.
 """
@@ -40,7 +47,7 @@ import torch.nn.functional as F
 
 from diffkit.autoencoder_config import load_autoencoder_config
 from diffkit.bundle import load
-from diffkit.checkpoint import REQUIRED, STATE_FILE, load_state
+from diffkit.checkpoint import STATE_FILE
 from diffkit.config import DataConfig, load_config
 from diffkit.encoders import load_latent_encoder
 from diffkit.evaluate import classifier as domain
@@ -48,9 +55,10 @@ from diffkit.evaluate import metrics
 from diffkit.evaluate.protocol import generate_samples, load_split
 from diffkit.evaluate.reconstruction import psnr, reconstruct, ssim
 from diffkit.train import train
-from diffkit.train_autoencoder import STATE_KEYS, train_autoencoder
+from diffkit.latent_model import AUTOENCODER_DIR
+from diffkit.train_autoencoder import train_autoencoder
 from diffkit.train_loop import TrainResult
-from quality import add_settings, filled_settings, machine_description
+from quality import add_settings, filled_settings, machine_description, trained_so_far
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = "benchmark-stage.json"  # written into a stage's run directory when its budget is spent
@@ -59,24 +67,19 @@ JUDGE = "latent-judge"  # the judge's directory in --runs
 # 128 px down to the same 8 x 8 bottleneck with attention, one block per level instead of two.
 PIXEL_MODEL = ["model.in_channels=1", "model.channel_mults=[1, 1, 2, 2, 2]", "model.num_res_blocks=1",
                "model.attention_levels=[4]", "latent.autoencoder=none", "latent.autoencoder_sha256=none"]
-# --minutes is each model's CPU budget (issue 15: a glyphs128-latent model trained for at most 2 CPU-hours,
-# autoencoder included); the autoencoder takes --ae-minutes of it.
-FULL = {"ae_minutes": 40.0, "minutes": 120.0, "n": 1000, "steps": 20, "held_out": 1000, "feature_size": 64,
-        "classifier_steps": 1500, "batch_size": 100}
-QUICK = {"ae_minutes": 0.03, "minutes": 0.2, "n": 20, "steps": 3, "held_out": 32, "feature_size": 16,
-         "classifier_steps": 5, "batch_size": 10}
+# --minutes is the latent model's CPU budget (issue 15: a glyphs128-latent model trained for at most 2 CPU-hours,
+# autoencoder included); the autoencoder takes --ae-minutes of it. --pixel-minutes is the pixel model's (the same
+# budget unless a latent model trained elsewhere, --latent-model, spent another).
+FULL = {"ae_minutes": 40.0, "minutes": 120.0, "pixel_minutes": 120.0, "n": 1000, "steps": 20, "held_out": 1000,
+        "feature_size": 64, "classifier_steps": 1500, "batch_size": 100}
+QUICK = {"ae_minutes": 0.03, "minutes": 0.2, "pixel_minutes": 0.2, "n": 20, "steps": 3, "held_out": 32,
+         "feature_size": 16, "classifier_steps": 5, "batch_size": 10}
 # --quick: synthetic 32-px squares, tiny networks, no periodic files.
 QUICK_DATA = ["data.dataset=synthetic", "data.size=32", "data.options={count = 256, classes = 4}"]
 QUICK_AE = [*QUICK_DATA, "model.base_channels=8", "model.groups=4", "train.batch_size=8", "train.sample_every=0",
             "train.checkpoint_every=1000000", "train.scale_images=64"]
 QUICK_DIFFUSION = [*QUICK_DATA, "model.base_channels=8", "model.groups=4", "model.num_heads=1",
                    "train.batch_size=8", "train.sample_every=0", "train.checkpoint_every=1000000", "sample.n=4"]
-
-
-def trained_so_far(run_dir: Path, required=REQUIRED) -> tuple[int, float]:
-    """(steps, minutes spent in training steps) recorded in a run's state.ckpt (`required`: the keys it must hold)."""
-    state = load_state(Path(run_dir) / STATE_FILE, required=required)
-    return int(state["step"]), float(state["elapsed_seconds"]) / 60
 
 
 def trained_stage(train_function: Callable[..., TrainResult], config, run_dir: Path, name: str) -> Path:
@@ -97,9 +100,12 @@ def trained_stage(train_function: Callable[..., TrainResult], config, run_dir: P
 
 
 def train_autoencoder_run(args: argparse.Namespace) -> Path:
-    """The glyphs128-ae preset trained for --ae-minutes into RUNS/latent-ae (unless --autoencoder)."""
+    """The glyphs128-ae preset trained for --ae-minutes into RUNS/latent-ae (unless --autoencoder or
+    --latent-model, whose bundle holds its autoencoder)."""
     if args.autoencoder:
         return args.autoencoder
+    if args.latent_model:
+        return args.latent_model / AUTOENCODER_DIR
     overrides = [f"train.max_minutes={args.ae_minutes}", "train.max_steps=none", *(QUICK_AE if args.quick else [])]
     return trained_stage(train_autoencoder, load_autoencoder_config("glyphs128-ae", overrides),
                          args.runs / "latent-ae", "latent-ae")
@@ -169,7 +175,7 @@ def autoencoder_metrics(directory: Path, held_out: torch.Tensor, training: torch
     """PSNR, SSIM and domain FID of the autoencoder's reconstructions of the held-out glyphs."""
     encoder = load_latent_encoder(directory, image_size=held_out.shape[-1], channels=held_out.shape[1])
     rebuilt = reconstruct(encoder, held_out)
-    steps, minutes = trained_so_far(directory, STATE_KEYS)
+    steps, minutes = trained_so_far(directory)
     peak = psnr(held_out, rebuilt)
     return {"steps": steps, "minutes": round(minutes, 1), "images": int(held_out.shape[0]),
             "psnr": peak[peak.isfinite()].mean().item(), "ssim": ssim(held_out, rebuilt).mean().item(),
@@ -220,6 +226,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: synthetic 32-px data, seconds of training")
     add_settings(parser, FULL, QUICK)
     parser.add_argument("--autoencoder", type=Path, default=None, help="a trained autoencoder run (skips training it)")
+    parser.add_argument("--latent-model", type=Path, default=None,
+                        help="a trained latent model (run or export, e.g. models/glyphs128-latent): measured, not "
+                             "trained; its autoencoder is the one measured")
     parser.add_argument("--runs", type=Path, default=None,
                         help="where the runs and the judge go (default benchmarks/runs/latent, or latent-quick)")
     parser.add_argument("--threads", type=int, default=2)
@@ -266,14 +275,15 @@ def main(argv: list[str] | None = None) -> dict:
         report["autoencoder"] = autoencoder_metrics(autoencoder, held_out, training.images, judge)
         report["domain_fid_floor"] = judge.fid(training.images[:args.n], held_out[:args.n])
         save_report(report, stem)
-    latent_minutes = args.minutes - trained_so_far(autoencoder, STATE_KEYS)[1]  # the budget left after the autoencoder
-    if latent_minutes <= 0:
+    latent_minutes = args.minutes - trained_so_far(autoencoder)[1]  # the budget left after the autoencoder
+    if latent_minutes <= 0 and not args.latent_model:
         raise SystemExit(f"The autoencoder used all of the {args.minutes} minutes the latent model may spend; "
                          "give --minutes above --ae-minutes.")
     for name, minutes, overrides in (("latent", latent_minutes, [f"latent.autoencoder={autoencoder}"]),
-                                     ("pixel", args.minutes, PIXEL_MODEL)):
+                                     ("pixel", args.pixel_minutes, PIXEL_MODEL)):
         if name not in report:
-            run_dir = train_diffusion(args, f"latent-bench-{name}", minutes, overrides)
+            given = args.latent_model if name == "latent" else None
+            run_dir = given or train_diffusion(args, f"latent-bench-{name}", minutes, overrides)
             report[name] = diffusion_metrics(args, run_dir, held_out, judge)
             save_report(report, stem)  # keep what is measured so far
     report["seconds"] = round(report.get("seconds", 0) + time.perf_counter() - started, 1)

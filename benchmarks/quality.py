@@ -74,12 +74,15 @@ def train_model(minutes: float, run_name: str, quick: bool) -> Path:
     return result.run_dir
 
 
-def trained_so_far(run_dir: Path) -> tuple[int, float]:
-    """(steps, minutes spent in training steps) recorded in a run's state.ckpt (also for a --run trained elsewhere)."""
-    from diffkit.checkpoint import STATE_FILE, load_state
+def trained_so_far(directory: Path) -> tuple[int, float]:
+    """(steps, minutes spent in training steps) of a run (its state.ckpt, also for a --run trained elsewhere) or of
+    an export (its training.json)."""
+    from diffkit.checkpoint import training_record
 
-    state = load_state(Path(run_dir) / STATE_FILE)
-    return int(state["step"]), round(float(state["elapsed_seconds"]) / 60, 1)
+    record = training_record(directory)
+    if record is None:
+        raise SystemExit(f"{directory} records no training (no state.ckpt or training.json): its budget is unknown.")
+    return int(record["trained_steps"]), float(record["training_minutes"])
 
 
 def get_classifier(args: argparse.Namespace, data: DataConfig, run_dir: Path) -> tuple[DomainModel, dict]:

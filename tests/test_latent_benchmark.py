@@ -50,7 +50,7 @@ def test_the_quick_benchmark_measures_once_and_a_second_run_reuses_everything(tm
     report = latent.main(arguments)
     assert {"autoencoder", "latent", "pixel", "judge"} <= set(report)
     planned = json.loads((tmp_path / "runs" / "latent-bench-latent" / "config.json").read_text())["train"]
-    autoencoder_minutes = latent.trained_so_far(tmp_path / "runs" / "latent-ae", latent.STATE_KEYS)[1]
+    autoencoder_minutes = latent.trained_so_far(tmp_path / "runs" / "latent-ae")[1]
     # one CPU budget each: the latent model's diffusion gets what the autoencoder left (a budget stops at the
     # first step past it, so the spent minutes may overshoot by a step; the plan may not)
     assert planned["max_minutes"] == pytest.approx(report["settings"]["minutes"] - autoencoder_minutes)
@@ -67,3 +67,20 @@ def test_the_quick_benchmark_measures_once_and_a_second_run_reuses_everything(tm
 
 def test_a_smoke_run_never_shares_stages_with_the_full_run():
     assert latent.parse_arguments(["--quick"]).runs != latent.parse_arguments([]).runs
+
+
+def test_a_latent_model_trained_earlier_is_measured_beside_a_pixel_model_trained_now(tmp_path):
+    from diffkit.export import export_bundle
+
+    first = latent.main(["--quick", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results")])
+    shipped = export_bundle(tmp_path / "runs" / "latent-bench-latent", tmp_path / "models" / "latent", command="x")
+    arguments = ["--quick", "--latent-model", str(shipped), "--pixel-minutes", "0.1",
+                 "--runs", str(tmp_path / "later"), "--out", str(tmp_path / "later-results")]
+    report = latent.main(arguments)
+    # the export records both trainings, so the budget it spent is known without the run directories
+    for part in ("autoencoder", "latent"):
+        assert (report[part]["steps"], report[part]["minutes"]) == (first[part]["steps"], first[part]["minutes"])
+    assert report["autoencoder"]["psnr"] == pytest.approx(first["autoencoder"]["psnr"])
+    assert not (tmp_path / "later" / "latent-bench-latent").exists() and not (tmp_path / "later" / "latent-ae").exists()
+    planned = json.loads((tmp_path / "later" / "latent-bench-pixel" / "config.json").read_text())["train"]
+    assert planned["max_minutes"] == pytest.approx(0.1)
