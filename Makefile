@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 # `torch>=2.4` in pyproject.toml is already satisfied and pip never fetches a CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test demo venv clean data-deps viz-pictures chromium serve web-screenshots text-benchmark text-pictures glyphs32-model
+.PHONY: test demo venv clean data-deps viz-pictures chromium serve web-screenshots text-benchmark text-pictures glyphs32-model \
+	glyphs128-latent-model
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -141,6 +142,22 @@ glyphs32-model: $(VENV)/.dev-installed
 	$(GLYPHS32_TRAIN)
 	$(DIFFKIT) export $(GLYPHS32_RUN) --out models/glyphs32 \
 		--command "make glyphs32-model  # $(GLYPHS32_TRAIN); then diffkit export $(GLYPHS32_RUN) --out models/glyphs32"
+
+# The latent model, models/glyphs128-latent: 100 CPU-minutes in all, as benchmarks/latent.py's latent stages spend
+# them (its --ae-minutes 30 --minutes 100): the autoencoder for 30, the diffusion in its latents for the other 70,
+# exported with the autoencoder inside (both trainings' steps and minutes recorded). Each training must run alone.
+GLYPHS128_AE_RUN ?= runs/glyphs128-ae-30m
+GLYPHS128_LATENT_RUN ?= runs/glyphs128-latent-70m
+GLYPHS128_TRAIN = $(DIFFKIT) train-autoencoder --config glyphs128-ae --run-dir $(GLYPHS128_AE_RUN) --max-minutes 30 \
+	train.max_steps=none && $(DIFFKIT) train --config glyphs128-latent --run-dir $(GLYPHS128_LATENT_RUN) \
+	--max-minutes 70 train.max_steps=none latent.autoencoder=$(GLYPHS128_AE_RUN)
+
+glyphs128-latent-model: $(VENV)/.dev-installed
+	$(GLYPHS128_TRAIN)
+	$(DIFFKIT) export $(GLYPHS128_LATENT_RUN) --out models/glyphs128-latent \
+		--command "make glyphs128-latent-model  # $(GLYPHS128_TRAIN); then diffkit export $(GLYPHS128_LATENT_RUN) --out models/glyphs128-latent"
+	$(DIFFKIT) sample models/glyphs128-latent --sampler dpmpp_2m --steps 20 --n 32 --seed 0 \
+		--out docs/glyphs128-latent-samples.png
 
 text-pictures: $(VENV)/.dev-installed
 	$(PY) -m diffkit sample $(TEXT_RUN) --prompts docs/text-prompts.txt --n 8 --guidance 5 $(TEXT_SAMPLING) \

@@ -193,3 +193,17 @@ def test_a_latent_model_s_grid_is_fitted_to_its_latents(tmp_path):
     assert list(fit_grids(config, [("dpmpp_2m", 3)], scales)) == ["dpmpp_2m/3"]
     with pytest.raises(DiffkitError, match="latents"):
         data_scales(config)
+
+
+def test_eps_on_latents_with_a_vanishing_terminal_snr_is_warned_about(tmp_path):
+    # The cosine schedule ends at alpha_bar_T ~ 2.4e-9 (T = 1000): an eps model's x0 guess at the first sampling
+    # step multiplies its error by 1/sqrt(alpha_bar_T); pixels are clipped to [-1, 1], latents are not.
+    from diffkit.latent_model import eps_amplification_warning
+    from diffkit.schedule import cosine
+
+    eps = latent_config(tmp_path / "ae", tmp_path, "diffusion.T=1000")
+    warning = eps_amplification_warning(eps)
+    gain = cosine(1000).alpha_bar[-1].rsqrt().item()
+    assert gain > 10_000 and f"{gain:,.0f}" in warning and "diffusion.prediction=v" in warning
+    assert eps_amplification_warning(apply_overrides(eps, ["diffusion.prediction=v"])) is None
+    assert eps_amplification_warning(apply_overrides(eps, ["latent.autoencoder=none"])) is None  # pixels are clipped

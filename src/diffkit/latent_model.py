@@ -26,6 +26,7 @@ from diffkit.config import Config
 from diffkit.encoders import SCALE_FILE, LatentEncoder, cached_latents, load_latent_encoder
 from diffkit.errors import DiffkitError
 from diffkit.files import atomic_path
+from diffkit.schedule import make_schedule
 
 if TYPE_CHECKING:  # lightning is slow to import; only its type is needed here
     from lightning.fabric import Fabric
@@ -83,6 +84,20 @@ def resolve_latent(config: Config, images: Tensor, source: Path) -> tuple[Config
     check_fits(config, encoder, source)
     latent = dataclasses.replace(config.latent, autoencoder_sha256=encoder.checksum)
     return dataclasses.replace(config, data=dataclasses.replace(config.data, size=size), latent=latent), encoder
+
+
+def eps_amplification_warning(config: Config) -> str | None:
+    """One line when an eps-predicting latent model's first sampling step would multiply the network's error by
+    1 / sqrt(alpha_bar_T) > 100: x0 = (x_T - sqrt(1 - alpha_bar_T) eps) / sqrt(alpha_bar_T), and latents are not
+    clipped to a known range as pixels are, so the samples blow up (DESIGN.md, "Latent diffusion")."""
+    if not is_latent(config) or config.diffusion.prediction != "eps":
+        return None
+    gain = make_schedule(config.diffusion.schedule, config.diffusion.T).alpha_bar[-1].rsqrt().item()
+    if gain <= 100:
+        return None
+    return (f"diffkit: warning: eps-prediction on latents with the {config.diffusion.schedule} schedule multiplies "
+            f"the first sampling step's error by 1/sqrt(alpha_bar_T) = {gain:,.0f} and nothing clips latents; "
+            "diffusion.prediction=v avoids it.")
 
 
 def copy_autoencoder(source: Path, run_dir: Path) -> Path:

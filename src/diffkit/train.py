@@ -31,7 +31,8 @@ from diffkit.encoders import LatentEncoder
 from diffkit.errors import DiffkitError
 from diffkit.guidance import drop_labels
 from diffkit.images import save_grid
-from diffkit.latent_model import autoencoder_source, encode_in_rank_order, is_latent, resolve_latent
+from diffkit.latent_model import (
+    autoencoder_source, encode_in_rank_order, eps_amplification_warning, is_latent, resolve_latent)
 from diffkit.loss import diffusion_loss
 from diffkit.nn.unet import UNet
 from diffkit.optimizer import learning_rate, make_optimizer
@@ -234,6 +235,9 @@ def train(config: Config, run_dir: str | Path | None = None, *, resume: bool = F
     encoder = None
     if source is not None:
         config, encoder = resolve_latent(config, dataset.images, source)
+        warning = eps_amplification_warning(config)
+        if warning and fabric.is_global_zero and not quiet:
+            print(warning, flush=True)
     config = resolve_config(config, dataset)
     run_dir, lock = prepare_run_dir(fabric, config, run_dir, name, resume)
     try:
