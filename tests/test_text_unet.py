@@ -138,3 +138,13 @@ def test_the_glyphs32_text_preset_builds_a_text_model():
     assert sum(block.cross_attention is not None for level in model.down for block in level.blocks) == 2
     with pytest.raises(DiffkitError, match=r"model.context_dim=0 is out of range: it must be 384"):
         load_config(preset, ["model.context_dim=0", "model.cross_attention_levels=[]"])
+
+
+def test_fabric_moves_a_batch_holding_a_text_condition():
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    text = texts()
+    images, moved = move_data_to_device((torch.zeros(3, 1, 8, 8), text), torch.device("cpu"))
+    assert isinstance(moved, TextCondition) and images.shape == (3, 1, 8, 8)
+    torch.testing.assert_close(moved.tokens, text.tokens)
+    assert torch.equal(moved.mask, text.mask) and torch.equal(moved.null, text.null)

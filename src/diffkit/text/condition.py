@@ -16,7 +16,9 @@ from torch import Tensor
 from diffkit.errors import DiffkitError
 
 
-@dataclass(frozen=True)
+# Not frozen: Lightning Fabric moves a batch with lightning_utilities.apply_to_collection, which (in 0.15.3, as CI
+# installs it) rebuilds a dataclass field by field with setattr and refuses a frozen one. No method here mutates one.
+@dataclass
 class TextCondition:
     """A batch of B texts: token states (B, L, D), mask (B, L) True for real tokens, null (B,) True for no text."""
 
