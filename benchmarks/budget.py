@@ -49,10 +49,10 @@ from diffkit.evaluate import metrics  # noqa: E402
 from diffkit.evaluate.glyph_shape import glyph_like_fraction  # noqa: E402
 from diffkit.evaluate.protocol import generate_samples, load_split, make_extractor  # noqa: E402
 from diffkit.images import to_model_range, to_uint8  # noqa: E402
-from diffkit.seeds import derive_seed  # noqa: E402
+from diffkit.seeds import derive_seed, subset_indices  # noqa: E402
 from quality import (  # noqa: E402
-    Reference, add_settings, filled_settings, finish_report, get_classifier, machine_description, trained_so_far,
-    write_report)
+    Reference, add_settings, filled_settings, finish_report, get_classifier, machine_description, reference_subset,
+    trained_so_far, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("diffkit", "diffusers")
@@ -234,16 +234,15 @@ def measure(images: torch.Tensor, references: dict[str, Reference], real: torch.
 def build_references(args: argparse.Namespace, spec: Dataset, work: Path) -> tuple[dict, torch.Tensor, dict, dict]:
     """(references by extractor, the real test images, the floor's numbers, a record of the reference set)."""
     test, training = load_split(spec.data, "test"), load_split(spec.data, "train")
-    real = test.images[: args.reference_n]
+    real = reference_subset(test.images, args.reference_n)
     references, record = {}, {"split": "test", "count": int(real.shape[0])}
     if args.inception:
         references["inception"] = Reference(make_extractor("inception", batch_size=50), real, training.images)
     if spec.domain:
         classifier, record["classifier"] = get_classifier(args, spec.data, work)
         references["domain"] = Reference(make_extractor("domain", classifier), real, training.images)
-    # A seeded random subset: the glyphs are stored in code-point order, so their first n would be one radical range.
-    subset = torch.randperm(len(training.images), generator=torch.Generator().manual_seed(0))[: args.n]
-    floor = measure(training.images[subset], references, real, glyphs=spec.data.dataset == "glyphs")
+    floor_images = training.images[subset_indices(len(training.images), args.n)]  # drawn: glyphs are sorted
+    floor = measure(floor_images, references, real, glyphs=spec.data.dataset == "glyphs")
     return references, real, floor, record
 
 

@@ -30,8 +30,8 @@ from diffkit.config import save_config
 from diffkit.evaluate.classifier import WEIGHTS_NAME
 from diffkit.evaluate.protocol import DomainModel, generate_samples, load_domain_model, load_split, make_extractor
 from diffkit.grids import FITTED, data_scales, fit_grids, grid_key
-from quality import (Reference, evaluations_of, finish_report, get_classifier, machine_description, steps_for,
-                     write_report)
+from quality import (Reference, evaluations_of, finish_report, get_classifier, machine_description, reference_subset,
+                     steps_for, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_3m", "heun", "euler")
@@ -177,7 +177,7 @@ def references_for(args: argparse.Namespace, bundle: Bundle, classifier: DomainM
     """Domain (and with --inception, Inception) features of the test split, and the training images for floors."""
     data = bundle.config.data
     test, training = load_split(data, "test"), load_split(data, "train")
-    images = test.images if args.reference_n is None else test.images[:args.reference_n]
+    images = reference_subset(test.images, args.reference_n)
     references = {"domain": Reference(make_extractor("domain", classifier), images, training.images)}
     if args.inception:
         references["inception"] = Reference(make_extractor("inception", batch_size=50), images, training.images)

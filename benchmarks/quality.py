@@ -38,6 +38,7 @@ from diffkit.evaluate.protocol import (
     train_dataset_classifier,
 )
 from diffkit.sampling import SAMPLERS
+from diffkit.seeds import subset_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 # Sampler name -> (label, spacing): each on its recommended grid (DESIGN.md, "The samplers").
@@ -98,6 +99,11 @@ def get_classifier(args: argparse.Namespace, data: DataConfig, run_dir: Path) ->
     return load_domain_model(directory), record
 
 
+def reference_subset(images: torch.Tensor, count: int | None) -> torch.Tensor:
+    """All the reference images, or a seeded random `count` of them (a sorted split's first ones are biased)."""
+    return images if count is None else images[subset_indices(len(images), count)]
+
+
 class Reference:
     """Test-split features (the reference) and train-split features (the floor) for one extractor."""
 
@@ -112,10 +118,14 @@ class Reference:
         """FID of features against the test reference."""
         return metrics.frechet_distance(*metrics.feature_statistics(features), *self.statistics)
 
+    def floor_images(self, count: int) -> torch.Tensor:
+        """A seeded random choice of `count` training images: the floor's real sample (never the first `count`)."""
+        return self.train_images[subset_indices(len(self.train_images), count)]
+
     def floor(self, count: int) -> float:
         """FID of `count` training images against the test reference (computed once per count)."""
         if count not in self.floors:
-            self.floors[count] = self.fid(self.extractor.features(self.train_images[:count]))
+            self.floors[count] = self.fid(self.extractor.features(self.floor_images(count)))
         return self.floors[count]
 
 
@@ -128,7 +138,7 @@ def main_sample_metrics(bundle, args, inception: Reference, domain: Reference) -
     domain_features = domain.extractor.features(samples)
     kid = compare_features(("kid",), domain_features, lambda: domain.test, seed=0,
                            kid_subset_size=min(1000, args.n))
-    floor_kid = compare_features(("kid",), domain.extractor.features(domain.train_images[:args.n]),
+    floor_kid = compare_features(("kid",), domain.extractor.features(domain.floor_images(args.n)),
                                  lambda: domain.test, seed=0, kid_subset_size=min(1000, args.n))
     return {
         "samples": args.n, "sampler": "dpmpp_2m", "steps": args.steps, "guidance": 1.0,
@@ -265,7 +275,7 @@ def main() -> None:
     data = DataConfig(dataset="fashion_mnist", size=28)
     classifier, report["classifier"] = get_classifier(args, data, Path(run_dir))
     test, training = load_split(data, "test"), load_split(data, "train")
-    reference_images = test.images if args.reference_n is None else test.images[:args.reference_n]
+    reference_images = reference_subset(test.images, args.reference_n)
     report["reference"] = {"split": "test", "count": int(reference_images.shape[0])}
     inception = Reference(make_extractor("inception", batch_size=50), reference_images, training.images)
     domain = Reference(make_extractor("domain", classifier), reference_images, training.images)

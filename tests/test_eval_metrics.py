@@ -22,6 +22,7 @@ from diffkit.evaluate.metrics import (
     precision_recall,
     save_statistics,
 )
+from diffkit.seeds import subset_indices
 
 
 def random_covariance(dimension: int, random: np.random.Generator) -> np.ndarray:
@@ -92,6 +93,16 @@ def test_cached_statistics_recompute_only_when_the_protocol_changes(tmp_path):
     changed = cached_statistics(path, compute(3), extractor="inception", split="test", count=40)
     assert calls == [1, 3] and not np.allclose(changed[0], first[0])
     assert load_statistics(path)[2]["extractor"] == "inception"
+
+
+def test_evaluation_subsets_are_drawn_not_sliced_from_a_sorted_split():
+    labels = torch.arange(10).repeat_interleave(100)  # (1000,) sorted by class, as the glyphs are by radical
+    chosen = subset_indices(len(labels), 100)
+    assert len(set(chosen.tolist())) == 100  # without replacement
+    assert torch.equal(chosen, subset_indices(len(labels), 100))  # seeded: the same reference set every time
+    assert len(labels[chosen].unique()) == 10 and len(labels[:100].unique()) == 1
+    assert not torch.equal(chosen, subset_indices(len(labels), 100, seed=1))
+    assert torch.equal(subset_indices(50, 80), torch.arange(50))  # a count beyond the set takes all of it
 
 
 def brute_force_mmd2(x: np.ndarray, y: np.ndarray) -> float:

@@ -29,11 +29,15 @@ from diffkit.grids import FITTED
 from diffkit.images import to_model_range, to_uint8
 from diffkit.progress import progress
 from diffkit.sampling import get_sampler
+from diffkit.seeds import derive_seed, subset_indices
 
 METRICS = ("fid", "kid", "pr", "accuracy", "nll", "memorisation")
 IMAGE_SET_METRICS = ("fid", "kid", "pr")  # what two sets of images alone can give
 EXTRACTORS = ("inception", "domain")
 STATISTICS_FOLDER = "fid-stats"
+# How a reference subset is chosen (seeds.subset_indices, seed 0), stored with cached statistics: caches of a split's
+# first N images (the rule before 2026-12-04) no longer match and are recomputed.
+REFERENCE_SUBSET = "seeded-0"
 
 
 def parse_metrics(text: str, allowed: tuple[str, ...] = METRICS) -> tuple[str, ...]:
@@ -216,8 +220,6 @@ def load_split(data: DataConfig, split: str) -> ImageDataset:
 def generate_samples(bundle: Bundle, n: int, *, sampler: str, steps: int, spacing: str | None = None,
                      guidance: float = 1.0, seed: int = 0, batch_size: int = 250) -> tuple[Tensor, Tensor | None]:
     """n samples as uint8 (n, C, H, W), in batches, with labels 0, 1, ... cycling over all n (conditional models)."""
-    from diffkit.seeds import derive_seed
-
     labels = bundle.labels_for(n)  # (n,) cycling over the classes (Bundle's rule), or None
     labels = None if labels is None else labels.cpu()
     chunks = []
@@ -261,18 +263,20 @@ def feature_metrics(bundle: Bundle, protocol: Protocol, samples: Tensor, referen
     data = bundle.config.data
     extractor = make_extractor(protocol.extractor, classifier, device=device)
     count = len(reference.images) if protocol.reference_n is None else min(protocol.reference_n, len(reference.images))
-    real_images = reference.images[:count]
+    real_images = reference.images[subset_indices(len(reference.images), count)]  # drawn: a split may be sorted
     real = lazy(lambda: extractor.features(real_images))
     path = statistics_path(resolve_data_dir(data.data_dir), data.dataset, bundle.image_shape[-1], protocol.split,
                            extractor, count)
 
     def statistics() -> tuple:  # read from the cache, or computed, only if FID is asked for
         return metrics.cached_statistics(path, real, dataset=data.dataset, size=bundle.image_shape[-1],
-                                         split=protocol.split, extractor=extractor.identity, count=count)
+                                         split=protocol.split, extractor=extractor.identity, count=count,
+                                         subset=REFERENCE_SUBSET)
 
     results = compare_features(protocol.metrics, extractor.features(samples), real, reference_statistics=statistics,
                                seed=protocol.seed)
-    return results, {"reference_count": count, "reference_statistics": str(path) if "fid" in protocol.metrics else None}
+    return results, {"reference_count": count, "reference_subset": REFERENCE_SUBSET,
+                     "reference_statistics": str(path) if "fid" in protocol.metrics else None}
 
 
 def memorisation_metrics(samples: Tensor, training: Tensor, rows: int) -> tuple[dict[str, float], Tensor]:
@@ -329,9 +333,10 @@ def evaluate_bundle(bundle: Bundle, protocol: Protocol, classifier: DomainModel 
         with timed(timings, "nll"):
             count = min(protocol.nll_n, len(reference.images))
             log(f"NLL bound on {count} {protocol.split} images, {protocol.nll_steps} steps")
-            labels_used = reference.labels[:count] if config.model.num_classes else None
+            chosen = subset_indices(len(reference.images), count)
+            labels_used = reference.labels[chosen] if config.model.num_classes else None
             results["nll_bits_per_dim"], results["nll_stderr"] = nll_bits(
-                bundle, reference.images[:count], labels_used, steps=protocol.nll_steps, seed=protocol.seed,
+                bundle, reference.images[chosen], labels_used, steps=protocol.nll_steps, seed=protocol.seed,
                 batch_size=protocol.batch_size)
     if "memorisation" in protocol.metrics:
         with timed(timings, "memorisation"):

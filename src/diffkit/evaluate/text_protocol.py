@@ -13,6 +13,7 @@ from torch import Tensor
 from diffkit.data.dataset import ImageDataset
 from diffkit.errors import DiffkitError
 from diffkit.evaluate import text_metrics as judged
+from diffkit.seeds import subset_indices
 from diffkit.text.captions import CaptionTable
 
 
@@ -93,8 +94,7 @@ def text_evaluation(bundle, data: TextEvalData, judges: judged.Judges, *, count:
         raise DiffkitError(f"Only {len(held.labels)} held-out meanings have a judged radical; need {judged.GROUP}.")
     held = judged.HeldOut(held.labels[:n], held.images[:n], held.radical_classes[:n])
     sentences = judged.sentence_embeddings(data.table, held.labels)
-    generator = torch.Generator().manual_seed(seed)
-    training_sample = data.train.images[torch.randperm(len(data.train.images), generator=generator)[:n]]
+    training_sample = data.train.images[subset_indices(len(data.train.images), n, seed)]
     everything = torch.cat([data.train.images, data.test.images])
     record = {
         "held_out_meanings": n, "sampler": sampler, "steps": steps, "seed": seed,
