@@ -6,16 +6,21 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from diffkit.bundle import load
+from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, load
+from diffkit.checkpoint import TRAINING_FILE
 from diffkit.data import load_dataset
+from diffkit.encoders import SCALE_FILE
 from diffkit.evaluate.glyph_shape import GlyphRange
 from diffkit.export import COMMAND_FILE
 from diffkit.images import to_uint8
+from diffkit.latent_model import AUTOENCODER_DIR
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 GLYPH_LIKE_AT_LEAST = 4  # of 16 (the shipped model draws 6, see README): ink and grey inside the real 1st-99th pct.
 UNCONDITIONAL_GLYPH_LIKE_AT_LEAST = 4  # of 16 for models/glyphs32: it draws 6 (seeds 0 and 1, see README); the
 # rest are characters on grey boxes or too dense, which the grey and ink bounds refuse. A loading fault draws none.
+LATENT_GLYPH_LIKE_AT_LEAST = 12  # of 16 for models/glyphs128-latent at 128 px: it draws 14 at seed 0 (16, 16, 16 at
+# seeds 1-3); a wrong autoencoder, latent scale or decoding draws none.
 MORPH_GLYPH_LIKE_AT_LEAST = 6  # of 8 frames: water -> fire at seed 3 draws 8 (a strip shares one noise, so its
 # frames stand or fall together: seeds 0 and 1 start from a speckled canvas and draw 0); the unclipped strip drew 0.
 # 400 CJK ideographs spread over the whole URO block (U+4E00..U+9FA5): the real glyphs' range of ink and grey.
@@ -26,6 +31,12 @@ REFERENCE_CHARACTERS = "".join(chr(0x4E00 + offset) for offset in range(0, 20_90
 def glyph_range(tmp_path_factory) -> GlyphRange:
     real = load_dataset("glyphs", size=32, data_dir=tmp_path_factory.mktemp("glyphs"), chars=REFERENCE_CHARACTERS)
     assert len(real.images) >= 300
+    return GlyphRange.of(real.images)
+
+
+@pytest.fixture(scope="module")
+def glyph_range_128(tmp_path_factory) -> GlyphRange:
+    real = load_dataset("glyphs", size=128, data_dir=tmp_path_factory.mktemp("glyphs128"), chars=REFERENCE_CHARACTERS)
     return GlyphRange.of(real.images)
 
 
@@ -62,3 +73,16 @@ def test_the_text_model_morphs_one_meaning_into_another(glyph_range):
     assert strip.shape == (8, 1, 32, 32)
     assert strip.abs().max() <= 1.0 + 1e-5
     assert glyph_range.contains(to_uint8(strip)).sum() >= MORPH_GLYPH_LIKE_AT_LEAST
+
+
+def test_the_latent_model_draws_128_px_glyphs_through_its_own_autoencoder(glyph_range_128):
+    path = check_shipped("glyphs128-latent")
+    # The bundle carries its autoencoder (float32, ~2 MB), so the whole directory stays within a model's ~10 MB.
+    autoencoder = path / AUTOENCODER_DIR
+    assert {CONFIG_FILE, WEIGHTS_FILE, SCALE_FILE, TRAINING_FILE} <= {item.name for item in autoencoder.iterdir()}
+    assert sum(item.stat().st_size for item in path.rglob("*") if item.is_file()) < 10.5e6
+    bundle = load(path)
+    assert bundle.space_shape == (4, 32, 32) and bundle.image_shape == (1, 128, 128)
+    samples = to_uint8(bundle.sample(16, sampler="dpmpp_2m", steps=20, seed=0))
+    assert samples.shape == (16, 1, 128, 128)
+    assert glyph_range_128.contains(samples).sum() >= LATENT_GLYPH_LIKE_AT_LEAST
