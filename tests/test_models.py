@@ -1,5 +1,6 @@
 """The models shipped in models/ load on a fresh clone (fp16 bundles) and draw glyph-like images at once."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,15 @@ from diffkit.bundle import CONFIG_FILE, WEIGHTS_FILE, load
 from diffkit.checkpoint import TRAINING_FILE
 from diffkit.data import load_dataset
 from diffkit.encoders import SCALE_FILE
-from diffkit.evaluate.glyph_shape import GlyphRange
+from diffkit.evaluate.glyph_shape import REFERENCE_CHARACTERS, GlyphRange
 from diffkit.export import COMMAND_FILE
 from diffkit.images import to_uint8
 from diffkit.latent_model import AUTOENCODER_DIR
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import glyph_like  # noqa: E402  (a benchmark script, importable once its folder is on the path)
 GLYPH_LIKE_AT_LEAST = 4  # of 16 (the shipped model draws 6, see README): ink and grey inside the real 1st-99th pct.
 UNCONDITIONAL_GLYPH_LIKE_AT_LEAST = 4  # of 16 for models/glyphs32: it draws 6 (seeds 0 and 1, see README); the
 # rest are characters on grey boxes or too dense, which the grey and ink bounds refuse. A loading fault draws none.
@@ -23,8 +27,6 @@ LATENT_GLYPH_LIKE_AT_LEAST = 12  # of 16 for models/glyphs128-latent at 128 px: 
 # seeds 1-3); a wrong autoencoder, latent scale or decoding draws none.
 MORPH_GLYPH_LIKE_AT_LEAST = 6  # of 8 frames: water -> fire at seed 3 draws 8 (a strip shares one noise, so its
 # frames stand or fall together: seeds 0 and 1 start from a speckled canvas and draw 0); the unclipped strip drew 0.
-# 400 CJK ideographs spread over the whole URO block (U+4E00..U+9FA5): the real glyphs' range of ink and grey.
-REFERENCE_CHARACTERS = "".join(chr(0x4E00 + offset) for offset in range(0, 20_900, 52))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,14 @@ def test_the_unconditional_model_draws_glyphs(glyph_range):
     samples = to_uint8(bundle.sample(16, sampler="dpmpp_2m", steps=20, seed=0))
     assert samples.shape == (16, 1, 32, 32)
     assert glyph_range.contains(samples).sum() >= UNCONDITIONAL_GLYPH_LIKE_AT_LEAST
+
+
+def test_the_glyph_like_benchmark_counts_as_the_model_tests_do(glyph_range, capsys):
+    glyph_like.main([str(MODELS / "glyphs32"), "--n", "16", "--seeds", "0", "1", "--threads", "1"])
+    bundle = load(MODELS / "glyphs32")
+    expected = [int(glyph_range.contains(to_uint8(bundle.sample(16, sampler="dpmpp_2m", steps=20, seed=seed))).sum())
+                for seed in (0, 1)]
+    assert capsys.readouterr().out.strip().endswith(f"glyph-like of 16 at seeds [0, 1]: {expected}")
 
 
 def test_the_text_model_morphs_one_meaning_into_another(glyph_range):

@@ -18,6 +18,8 @@ from diffkit.errors import DiffkitError
 
 INK_LEVEL = 128  # uint8: brighter is ink (glyphs are light strokes on a black canvas)
 GREY_LEVELS = (32, 224)  # uint8: strictly between these is neither canvas nor stroke
+# 400 CJK ideographs spread over the whole URO block (U+4E00..U+9FA5): the real glyphs' range of ink and grey.
+REFERENCE_CHARACTERS = "".join(chr(0x4E00 + offset) for offset in range(0, 20_900, 52))
 
 
 def ink_fraction(images: Tensor) -> Tensor:
