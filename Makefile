@@ -28,7 +28,7 @@ test: $(VENV)/.dev-installed chromium
 # resumes the same run for another DEMO_MINUTES (nothing is overwritten but the pictures).
 DEMO_MINUTES ?= 10
 DEMO_RUN ?= runs/demo
-DEMO_OVERRIDES ?= model.num_res_blocks=1 train.lr=1e-3 train.warmup_steps=100 train.sample_every=200
+DEMO_OVERRIDES ?= model.num_res_blocks=1 train.lr=1e-3 train.warmup_steps=100 diffusion.prediction=v train.sample_every=200
 DIFFKIT := $(VENV)/bin/diffkit
 
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
