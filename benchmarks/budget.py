@@ -47,12 +47,12 @@ from diffkit.budget import SKIPPED_STEPS  # noqa: E402
 from diffkit.config import DataConfig  # noqa: E402
 from diffkit.evaluate import metrics  # noqa: E402
 from diffkit.evaluate.glyph_shape import glyph_like_fraction  # noqa: E402
-from diffkit.evaluate.protocol import generate_samples, load_split, make_extractor  # noqa: E402
+from diffkit.evaluate.protocol import generate_samples, load_split, make_extractor, reference_subset  # noqa: E402
 from diffkit.images import to_model_range, to_uint8  # noqa: E402
-from diffkit.seeds import derive_seed, subset_indices  # noqa: E402
+from diffkit.seeds import derive_seed  # noqa: E402
 from quality import (  # noqa: E402
-    Reference, add_settings, filled_settings, finish_report, get_classifier, machine_description, reference_subset,
-    trained_so_far, write_report)
+    Reference, add_settings, filled_settings, finish_report, get_classifier, machine_description, trained_so_far,
+    write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("diffkit", "diffusers")
@@ -241,8 +241,7 @@ def build_references(args: argparse.Namespace, spec: Dataset, work: Path) -> tup
     if spec.domain:
         classifier, record["classifier"] = get_classifier(args, spec.data, work)
         references["domain"] = Reference(make_extractor("domain", classifier), real, training.images)
-    floor_images = training.images[subset_indices(len(training.images), args.n)]  # drawn: glyphs are sorted
-    floor = measure(floor_images, references, real, glyphs=spec.data.dataset == "glyphs")
+    floor = measure(reference_subset(training.images, args.n), references, real, glyphs=spec.data.dataset == "glyphs")
     return references, real, floor, record
 
 

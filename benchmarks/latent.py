@@ -53,13 +53,13 @@ from diffkit.config import DataConfig, load_config
 from diffkit.encoders import load_latent_encoder
 from diffkit.evaluate import classifier as domain
 from diffkit.evaluate import metrics
-from diffkit.evaluate.protocol import generate_samples, load_split
+from diffkit.evaluate.protocol import generate_samples, load_split, reference_subset
 from diffkit.evaluate.reconstruction import psnr, reconstruct, ssim
 from diffkit.train import train
 from diffkit.latent_model import AUTOENCODER_DIR
 from diffkit.train_autoencoder import train_autoencoder
 from diffkit.train_loop import TrainResult
-from quality import add_settings, filled_settings, machine_description, reference_subset, trained_so_far
+from quality import add_settings, filled_settings, machine_description, trained_so_far
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = "benchmark-stage.json"  # written into a stage's run directory when its budget is spent
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     stem = args.out / ("latent-quick" if args.quick else "latent")
     data = DataConfig(dataset="synthetic", size=32, options={"count": 256, "classes": 4}) if args.quick else \
         DataConfig(dataset="glyphs", size=128)
-    # Subsets are drawn (quality.reference_subset): the glyphs are stored in code-point order, which Unicode sorts by
+    # Subsets are drawn (protocol.reference_subset): the glyphs are stored in code-point order, which Unicode sorts by
     # radical, so the first 1,000 training glyphs would be a few radicals' and make a floor far above the truth.
     training, held_out = load_split(data, "train"), reference_subset(load_split(data, "test").images, args.held_out)
     settings = {name: getattr(args, name) for name in FULL}

@@ -28,10 +28,11 @@ import torch
 from diffkit.bundle import CONFIG_FILE, Bundle, load
 from diffkit.config import save_config
 from diffkit.evaluate.classifier import WEIGHTS_NAME
-from diffkit.evaluate.protocol import DomainModel, generate_samples, load_domain_model, load_split, make_extractor
+from diffkit.evaluate.protocol import (DomainModel, generate_samples, load_domain_model, load_split, make_extractor,
+                                       reference_subset)
 from diffkit.grids import FITTED, data_scales, fit_grids, grid_key
-from quality import (Reference, evaluations_of, finish_report, get_classifier, machine_description, reference_subset,
-                     steps_for, write_report)
+from quality import (Reference, evaluations_of, finish_report, get_classifier, machine_description, steps_for,
+                     write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_3m", "heun", "euler")

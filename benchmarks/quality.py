@@ -35,10 +35,10 @@ from diffkit.evaluate.protocol import (
     load_domain_model,
     load_split,
     make_extractor,
+    reference_subset,
     train_dataset_classifier,
 )
 from diffkit.sampling import SAMPLERS
-from diffkit.seeds import subset_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 # Sampler name -> (label, spacing): each on its recommended grid (DESIGN.md, "The samplers").
@@ -99,11 +99,6 @@ def get_classifier(args: argparse.Namespace, data: DataConfig, run_dir: Path) ->
     return load_domain_model(directory), record
 
 
-def reference_subset(images: torch.Tensor, count: int | None) -> torch.Tensor:
-    """All the reference images, or a seeded random `count` of them (a sorted split's first ones are biased)."""
-    return images if count is None else images[subset_indices(len(images), count)]
-
-
 class Reference:
     """Test-split features (the reference) and train-split features (the floor) for one extractor."""
 
@@ -120,7 +115,7 @@ class Reference:
 
     def floor_images(self, count: int) -> torch.Tensor:
         """A seeded random choice of `count` training images: the floor's real sample (never the first `count`)."""
-        return self.train_images[subset_indices(len(self.train_images), count)]
+        return reference_subset(self.train_images, count)
 
     def floor(self, count: int) -> float:
         """FID of `count` training images against the test reference (computed once per count)."""

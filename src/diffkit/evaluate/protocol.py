@@ -114,6 +114,11 @@ def statistics_path(directory: Path, dataset: str, size: int, split: str, extrac
     return directory / STATISTICS_FOLDER / f"{dataset}-{size}-{split}-{extractor.identity}-{count}.npz"
 
 
+def reference_subset(images: Tensor, count: int | None) -> Tensor:
+    """All images, or a seeded random `count` of them (`seeds.subset_indices`; a sorted split's first are biased)."""
+    return images if count is None else images[subset_indices(len(images), count)]
+
+
 def compare_features(names: tuple[str, ...], fake: Tensor, real: Callable[[], Tensor], *,
                      reference_statistics: Callable[[], tuple] | None = None, seed: int = 0,
                      kid_subset_size: int | None = None) -> dict[str, float]:
@@ -263,7 +268,7 @@ def feature_metrics(bundle: Bundle, protocol: Protocol, samples: Tensor, referen
     data = bundle.config.data
     extractor = make_extractor(protocol.extractor, classifier, device=device)
     count = len(reference.images) if protocol.reference_n is None else min(protocol.reference_n, len(reference.images))
-    real_images = reference.images[subset_indices(len(reference.images), count)]  # drawn: a split may be sorted
+    real_images = reference_subset(reference.images, count)
     real = lazy(lambda: extractor.features(real_images))
     path = statistics_path(resolve_data_dir(data.data_dir), data.dataset, bundle.image_shape[-1], protocol.split,
                            extractor, count)
