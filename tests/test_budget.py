@@ -30,8 +30,10 @@ class FakeClock:
 
 
 def run_budget(budget: Budget, train: TrainConfig, clock: FakeClock, step_seconds, step: int = 0,
-               stop_at: int | None = None) -> tuple[list[float], list[str], int]:
-    """The training loop's use of a budget: (each step's learning rate, the lines it printed, the final step)."""
+               stop_at: int | None = None, file_seconds: dict[str, float] | None = None
+               ) -> tuple[list[float], list[str], int]:
+    """The training loop's use of a budget: (each step's learning rate, the lines it printed, the final step).
+    `file_seconds`: what one periodic file of each kind costs, spent after the step it is due at."""
     rates, lines = [], []
     while (train.max_steps is None or step < train.max_steps) and step != stop_at:
         seconds = budget.seconds()
@@ -42,9 +44,26 @@ def run_budget(budget: Budget, train: TrainConfig, clock: FakeClock, step_second
         rates.append(learning_rate(step, train, budget.plan))
         clock.now += step_seconds(step)
         step += 1
+        for kind, seconds in (file_seconds or {}).items():
+            if budget_module.files_due(train, kind, step - 1, step):
+                clock.now += seconds
+                budget.spent_on(kind, seconds)
         if out_of_time:  # the step that starts after the deadline still runs, as in train.training_loop
             break
     return rates, lines, step
+
+
+def steps_in_budget(budget_seconds: float, step_seconds, every: dict[int, float]) -> int:
+    """Brute force: the steps a run takes when a step starts while time remains (the one starting after the deadline
+    still runs) and a file costing every[n] seconds follows each step that is a multiple of n."""
+    now, step = 0.0, 0
+    while True:
+        out_of_time = now >= budget_seconds
+        now += step_seconds(step)
+        step += 1
+        now += sum(cost for n, cost in every.items() if step % n == 0)
+        if out_of_time:
+            return step
 
 
 def allocating_then(seconds: float):
@@ -63,6 +82,33 @@ def test_a_time_budget_warms_up_to_the_peak_and_decays_to_the_minimum_by_its_end
     assert rates[peak] == pytest.approx(1.0) and peak == 36  # the warm-up's last step: 5% of 741
     assert rates[-1] == pytest.approx(0.1)  # the minimum on the budget's last step
     assert all(later <= earlier for earlier, later in zip(rates[peak:], rates[peak + 1:]))
+
+
+def test_grids_and_checkpoints_are_timed_apart_so_the_cosine_still_ends_on_the_budgets_last_step():
+    train = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=20, max_steps=None, max_minutes=10, sample_every=100,
+                        checkpoint_every=250)
+    clock = FakeClock()
+    budget = Budget(train, clock=clock)
+    # A 30 s grid every 100 steps and a 2 s checkpoint every 250 would be 7% of each interval that holds one.
+    rates, lines, steps = run_budget(budget, train, clock, allocating_then(0.8),
+                                     file_seconds={"grid": 30.0, "checkpoint": 2.0})
+    assert steps == steps_in_budget(600, allocating_then(0.8), {100: 30.0, 250: 2.0})
+    assert budget.seconds_per_step == pytest.approx(0.8)  # the files never leak into the step time
+    assert budget.periodic_costs == pytest.approx({"grid": 30.0, "checkpoint": 2.0})
+    assert budget.plan.horizon == steps
+    assert rates[-1] == pytest.approx(0.1) and rates[-2] > 0.1 + 1e-6  # the minimum on the last step, not before
+    assert all(line.startswith("diffkit: budget 10 minutes") for line in lines[:1])
+
+
+def test_the_learned_file_costs_are_saved_and_plan_a_resumed_budget():
+    train = TrainConfig(lr=1.0, warmup_steps=5, max_steps=None, max_minutes=2, sample_every=20)
+    clock = FakeClock()
+    budget = Budget(train, clock=clock)
+    run_budget(budget, train, clock, allocating_then(0.5), stop_at=60, file_seconds={"grid": 4.0})
+    resumed = Budget(train, 60, saved_and_loaded(budget.state_dict()), clock=clock)
+    assert resumed.periodic_costs == {"grid": 4.0}
+    _, _, steps = run_budget(resumed, train, clock, allocating_then(0.5), step=60, file_seconds={"grid": 4.0})
+    assert resumed.plan.horizon == steps
 
 
 def test_a_slower_machine_moves_the_horizon_and_the_rate_still_ends_at_its_minimum():
@@ -253,3 +299,49 @@ def test_a_timed_training_split_by_a_signal_resumes_with_the_same_learning_rates
     assert expected[-1]["lr"] == pytest.approx(0.1 * 1e-3)  # the minimum on the budget's last step
     with pytest.raises(DiffkitError, match=r"has spent its time budget of 0\.103 minutes"):
         train_module.train(config, tmp_path / "split", resume=True, launch=launch, quiet=True)
+
+
+def test_the_loop_times_its_sample_grids_apart_and_ends_the_cosine_on_the_last_step(tmp_path, monkeypatch,
+                                                                                   single_thread):
+    clock = StepClock()
+    monkeypatch.setattr(budget_module, "wall_clock", clock)
+    original_loss, original_grid = train_module.compute_loss, train_module.write_samples
+
+    def timed_loss(run):
+        clock.now += 0.5
+        return original_loss(run)
+
+    def slow_grid(run, final=False):
+        clock.now += 2.0  # a grid costs four steps
+        return original_grid(run, final=final)
+
+    monkeypatch.setattr(train_module, "compute_loss", timed_loss)
+    monkeypatch.setattr(train_module, "write_samples", slow_grid)
+    config = tiny_config("train.max_steps=none", f"train.max_minutes={12.5 / 60!r}", "train.sample_every=5",
+                         "train.checkpoint_every=100", "sample.n=1", "sample.steps=2")
+    result = train_module.train(config, tmp_path / "run", launch=train_module.Launch(accelerator="cpu"), quiet=True)
+    assert result.step == steps_in_budget(12.5, lambda step: 0.5, {5: 2.0})
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert rows[-1]["lr"] == pytest.approx(0.1 * 1e-3) and rows[-2]["lr"] > 0.1 * 1e-3 * (1 + 1e-6)
+
+
+class OtherProcess:
+    """A Fabric seen from one of two processes; the other holds `theirs` (its loss, flags and clock)."""
+
+    def __init__(self, rank: int, theirs: torch.Tensor) -> None:
+        self.world_size, self.global_rank, self.theirs = 2, rank, theirs
+
+    def all_reduce(self, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "sum"
+        return tensor + self.theirs.to(tensor.dtype)
+
+
+def test_every_process_plans_from_process_zeros_clock():
+    from diffkit.train_loop import agree
+
+    # Process 0 at 10 s with 3 s of grids, process 1 at 12 s (it waited for the grid) and none.
+    zero = torch.tensor([1.0, 0.0, 0.0, 10.0, 0.0, 3.0], dtype=torch.float64)
+    one = torch.tensor([3.0, 0.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64)  # its clock is left out: zeros
+    seen_by_one = agree(OtherProcess(1, zero), torch.tensor(3.0), True, (12.0, 0.0, 0.0))
+    seen_by_zero = agree(OtherProcess(0, one), torch.tensor(1.0), False, (10.0, 0.0, 3.0))
+    assert seen_by_one == seen_by_zero == (2.0, False, True, (10.0, 0.0, 3.0))

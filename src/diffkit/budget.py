@@ -4,6 +4,10 @@ A budget is `train.max_steps` (known in advance: the plan is a pure function of 
 `train.max_minutes` (turned into steps by the measured speed: seconds per step, smoothed, skipping the first steps
 of every session, which allocate; re-planned every few steps so the cosine ends where the budget does). Whichever
 ends first defines the horizon. The clock is injected, so tests run budgets on a fake one.
+
+Checkpoints and sample grids are timed apart from the steps (`spent_on`): a 64-image grid at 128 px takes minutes,
+and counted as step time it would make the speed estimate swing every time one falls inside a measured interval.
+The steps a budget buys are then the steps that fit in the time left beside the files due on the way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ FIRST_PLAN_AFTER = 3  # measured steps before a time budget's first plan
 REPLAN_EVERY = 10  # measured steps between re-plans
 SMOOTHING = 0.3  # weight of the newest interval in the seconds-per-step estimate (an EMA over intervals)
 REPORT_CHANGE = 0.1  # a re-plan moving the horizon by more than this fraction is printed
+PERIODIC_KINDS = ("checkpoint", "grid")  # the files a loop writes every train.checkpoint_every / sample_every steps
 
 
 def wall_clock() -> float:
@@ -66,6 +71,17 @@ def step_plan(train: Any) -> Plan:
     return Plan(warmup, horizon, warmup)
 
 
+def periodic_every(train: Any, kind: str) -> int:
+    """Steps between two periodic files of `kind` (0: never)."""
+    return train.checkpoint_every if kind == "checkpoint" else train.sample_every
+
+
+def files_due(train: Any, kind: str, after: int, until: int) -> int:
+    """How many files of `kind` are written at the steps in (after, until]."""
+    every = periodic_every(train, kind)
+    return until // every - after // every if every > 0 and until > after else 0
+
+
 def plan_inputs(train: Any) -> dict[str, Any]:
     """The config values a plan is made from; a resumed run whose values differ gets a new plan."""
     names = ("max_steps", "max_minutes", "decay_steps", "warmup_steps", "warmup_fraction", "lr_schedule")
@@ -87,6 +103,9 @@ class Budget:
         self.seconds_per_step: float | None = None
         self.reported_horizon: int | None = None
         self.estimated_steps: int | None = None  # the steps the time budget buys (before max_steps caps them)
+        self.periodic_costs: dict[str, float] = {}  # measured seconds of one periodic file, per kind
+        if saved is not None:
+            self.periodic_costs = dict(saved.get("periodic_costs", {}))
         if saved is not None and saved["inputs"] == self.inputs:  # the same budget: continue its plan
             self.plan = Plan(**saved["plan"])
             self.budget_seconds, self.spent_before = saved["budget_seconds"], float(saved["spent_seconds"])
@@ -126,6 +145,16 @@ class Budget:
         self.session_step, self.session_started = step, self.clock()
         self.reference: tuple[int, float] | None = None  # (step, seconds) where the current interval began
         self.last_seconds = self.spent_before
+        self.pending = {kind: 0.0 for kind in PERIODIC_KINDS}  # this process's file seconds since the reference
+
+    def spent_on(self, kind: str, seconds: float) -> None:
+        """Note that a periodic file of `kind` took `seconds` (this process's clock); `observe` takes it out of the
+        step time and learns the file's cost from it."""
+        self.pending[kind] += seconds
+
+    def periodic_seconds(self) -> tuple[float, ...]:
+        """This process's file seconds since the interval began, in PERIODIC_KINDS order (for `observe`)."""
+        return tuple(self.pending[kind] for kind in PERIODIC_KINDS)
 
     @property
     def timed(self) -> bool:
@@ -144,24 +173,31 @@ class Budget:
         """Whether a resumed run has no time left (it would train one step and stop)."""
         return self.out_of_time(self.spent_before)
 
-    def observe(self, step: int, seconds: float) -> str | None:
-        """Note that `step` starts after `seconds` (agreed by all processes); re-plan when due. Returns the line to
-        print when the first timed plan is made or a re-plan moves the horizon by more than REPORT_CHANGE."""
+    def observe(self, step: int, seconds: float, periodic: tuple[float, ...] | None = None) -> str | None:
+        """Note that `step` starts after `seconds`, of which `periodic` (per PERIODIC_KINDS, since the interval
+        began) went on files; both agreed by all processes (None: this process's own). Re-plan when due. Returns the
+        line to print when the first timed plan is made or a re-plan moves the horizon by more than REPORT_CHANGE."""
         self.last_seconds = seconds
         if not self.timed or step - self.session_step < SKIPPED_STEPS:
             return None
         if self.reference is None:
-            self.reference = (step, seconds)
+            self._restart_interval(step, seconds)
             return None
         reference_step, reference_seconds = self.reference
         if step - reference_step < (FIRST_PLAN_AFTER if self.seconds_per_step is None else REPLAN_EVERY):
             return None
-        if seconds <= reference_seconds:  # a clock too coarse to see these steps: measure a longer interval
+        file_seconds = dict(zip(PERIODIC_KINDS, periodic if periodic is not None else self.periodic_seconds()))
+        steps_seconds = seconds - reference_seconds - sum(file_seconds.values())
+        if steps_seconds <= 0:  # a clock too coarse to see these steps: measure a longer interval
             return None
-        interval = (seconds - reference_seconds) / (step - reference_step)
+        for kind, spent in file_seconds.items():
+            written = files_due(self.train, kind, reference_step, step)
+            if written > 0:  # the latest measurement: a grid's cost depends on the model's state only through EMA
+                self.periodic_costs[kind] = spent / written
+        interval = steps_seconds / (step - reference_step)
         self.seconds_per_step = interval if self.seconds_per_step is None else (
             SMOOTHING * interval + (1 - SMOOTHING) * self.seconds_per_step)
-        self.reference = (step, seconds)
+        self._restart_interval(step, seconds)
         self._replan(step, seconds)
         reported = self.reported_horizon
         if reported is None or abs(self.plan.horizon - reported) > REPORT_CHANGE * reported:
@@ -169,13 +205,34 @@ class Budget:
             return self.describe(replanned=reported is not None)
         return None
 
+    def _restart_interval(self, step: int, seconds: float) -> None:
+        """Begin a measured interval at (step, seconds); files written before it are not in it."""
+        self.reference = (step, seconds)
+        self.pending = {kind: 0.0 for kind in PERIODIC_KINDS}
+
+    def _steps_starting(self, step: int, remaining: float) -> int:
+        """How many more steps start before `remaining` seconds are spent, the files due after each step counted:
+        the largest n with (n - 1) steps and the files of steps (step, step + n - 1] taking less than `remaining`
+        (binary search: that time grows with n). Without files it is ceil(remaining / seconds_per_step)."""
+        def fits(n: int) -> bool:
+            files = sum(self.periodic_costs.get(kind, 0.0) * files_due(self.train, kind, step, step + n - 1)
+                        for kind in PERIODIC_KINDS)
+            return (n - 1) * self.seconds_per_step + files < remaining
+
+        if remaining <= 0:
+            return 0
+        low, high = 1, math.ceil(remaining / self.seconds_per_step)  # fits(1) holds; fits(high + 1) cannot
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
     def _horizon(self, step: int, seconds: float) -> int | None:
         """The update count the cosine ends at: decay_steps if set, else the first budget to end (None: no budget)."""
         train = self.train
         if self.timed and self.seconds_per_step is not None:
-            remaining = self.budget_seconds - seconds
             # Steps start while time remains, and the one that starts after the deadline still runs.
-            self.estimated_steps = step + (math.ceil(remaining / self.seconds_per_step) if remaining > 0 else 0) + 1
+            self.estimated_steps = step + self._steps_starting(step, self.budget_seconds - seconds) + 1
         if train.decay_steps:
             return train.decay_steps
         if not self.timed or self.seconds_per_step is None:
@@ -222,4 +279,4 @@ class Budget:
         return {"inputs": dict(self.inputs), "plan": dataclasses.asdict(self.plan),
                 "budget_seconds": self.budget_seconds, "spent_seconds": self.seconds(),
                 "seconds_per_step": self.seconds_per_step, "reported_horizon": self.reported_horizon,
-                "estimated_steps": self.estimated_steps}
+                "estimated_steps": self.estimated_steps, "periodic_costs": dict(self.periodic_costs)}

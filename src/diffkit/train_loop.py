@@ -182,11 +182,11 @@ def training_loop(run: TrainingRun, stop: StopRequest, parts: LoopParts) -> Trai
             loss, extras = parts.loss(run)
             seconds = budget.seconds()
             out_of_time = budget.out_of_time(seconds)
-            loss_value, nonfinite, stopping, seconds = agree(fabric, loss, stop.signal_name is not None or out_of_time,
-                                                             seconds)
+            loss_value, nonfinite, stopping, clock = agree(fabric, loss, stop.signal_name is not None or out_of_time,
+                                                           (seconds, *budget.periodic_seconds()))
             if nonfinite:
                 raise DiffkitError(_nonfinite_message(run, f"loss became {loss_value}"))
-            _follow_budget(budget, run.step, seconds, progress, shown)
+            _follow_budget(budget, run.step, clock, progress, shown)
             grad_norm = parts.step(run, loss)
             if not math.isfinite(grad_norm):
                 raise DiffkitError(_nonfinite_message(run, f"gradient norm became {grad_norm}"))
@@ -210,23 +210,26 @@ def training_loop(run: TrainingRun, stop: StopRequest, parts: LoopParts) -> Trai
     return TrainResult(run.run_dir, run.step, stopped_by, loss_value)
 
 
-def agree(fabric: Fabric, loss: Tensor, stop: bool, seconds: float) -> tuple[float, bool, bool, float]:
-    """(mean loss, any process non-finite, any process wants to stop, mean budget seconds): one all-reduce per step.
+def agree(fabric: Fabric, loss: Tensor, stop: bool, clock: tuple[float, ...]
+          ) -> tuple[float, bool, bool, tuple[float, ...]]:
+    """(mean loss, any process non-finite, any process wants to stop, process 0's clock): one all-reduce per step.
 
-    The budget plans from the mean of the processes' clocks, so every process sets the same learning rate."""
+    `clock` is the budget's (seconds, file seconds per kind). Every process plans from process 0's, so all set the
+    same learning rate; process 0's, not the mean, because only it draws the sample grids the others wait for."""
     flags = torch.stack([loss.detach().float(), (~torch.isfinite(loss.detach())).float(),
-                         torch.tensor(float(stop), device=loss.device),
-                         torch.tensor(seconds, dtype=torch.float32, device=loss.device)])
-    if fabric.world_size == 1:  # this process's own seconds, not rounded to float32
-        mean_loss, nonfinite, stopping, _ = flags.tolist()
-        return mean_loss, nonfinite > 0, stopping > 0, seconds
-    mean_loss, nonfinite, stopping, total_seconds = fabric.all_reduce(flags, reduce_op="sum").tolist()
-    return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0, total_seconds / fabric.world_size
+                         torch.tensor(float(stop), device=loss.device)])
+    if fabric.world_size == 1:  # this process's own clock, not rounded to float32
+        mean_loss, nonfinite, stopping = flags.tolist()
+        return mean_loss, nonfinite > 0, stopping > 0, clock
+    own = torch.tensor(clock if fabric.global_rank == 0 else [0.0] * len(clock), dtype=torch.float64)
+    summed = fabric.all_reduce(torch.cat([flags.double().cpu(), own]).to(loss.device), reduce_op="sum").tolist()
+    mean_loss, nonfinite, stopping = summed[:3]
+    return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0, tuple(summed[3:])
 
 
-def _follow_budget(budget: Budget, step: int, seconds: float, progress: tqdm, shown: bool) -> None:
-    """Let a time budget re-plan from the agreed seconds; print a new plan and move the bar's end to its horizon."""
-    line = budget.observe(step, seconds)
+def _follow_budget(budget: Budget, step: int, clock: tuple[float, ...], progress: tqdm, shown: bool) -> None:
+    """Let a time budget re-plan from the agreed clock; print a new plan and move the bar's end to its horizon."""
+    line = budget.observe(step, clock[0], clock[1:])
     if budget.timed and budget.plan.horizon is not None and progress.total != budget.plan.horizon:
         progress.total = budget.plan.horizon
         progress.refresh()
@@ -251,12 +254,16 @@ def apply_gradients(fabric: Fabric, model: torch.nn.Module, optimizer: torch.opt
 
 
 def _periodic_files(run: TrainingRun, parts: LoopParts) -> None:
-    """The checkpoint and the grid due at this step, if any."""
-    train = run.config.train
+    """The checkpoint and the grid due at this step, if any, each timed on the budget's clock (see budget.py)."""
+    train, budget = run.config.train, run.budget
     if run.step % train.checkpoint_every == 0:
+        started = budget.clock()
         parts.checkpoint(run)
+        budget.spent_on("checkpoint", budget.clock() - started)
     if train.sample_every and run.step % train.sample_every == 0 and run.fabric.is_global_zero:
+        started = budget.clock()
         parts.grid(run, False)
+        budget.spent_on("grid", budget.clock() - started)
 
 
 def _final_files(run: TrainingRun, parts: LoopParts, progress: tqdm, finished: bool) -> None:
