@@ -5,7 +5,8 @@ measured against the test split with the real floor beside them (as many *traini
 reference: the best a model can score at that sample count):
 
 - diffkit's recipe: `diffkit train --config PRESET --max-minutes M train.max_steps=none` (the preset as shipped,
-  its LR plan fitted to the budget; `--diffkit-set` adds overrides for a variant), sampled by `Bundle.sample`
+  starting from its budget recipe if it has one for M (`--no-recipe`: the preset as written), its LR plan fitted
+  to the budget; `--diffkit-set` adds overrides for a variant), sampled by `Bundle.sample`
   (class-conditional fashion28: the ten classes in turn at guidance 1);
 - the diffusers recipe: diffusers' examples/unconditional_image_generation/train_unconditional.py written out as a
   small loop (`train_diffusers`): UNet2DModel (32, 64, 64) channels, one layer per block, attention at the middle
@@ -49,6 +50,7 @@ from diffkit.evaluate import metrics  # noqa: E402
 from diffkit.evaluate.glyph_shape import glyph_like_fraction  # noqa: E402
 from diffkit.evaluate.protocol import generate_samples, load_split, make_extractor, reference_subset  # noqa: E402
 from diffkit.images import to_model_range, to_uint8  # noqa: E402
+from diffkit.recipes import budget_recipe, read_recipes  # noqa: E402
 from diffkit.seeds import derive_seed  # noqa: E402
 from quality import (  # noqa: E402
     Reference, add_settings, filled_settings, finish_report, get_classifier, machine_description, trained_so_far,
@@ -64,14 +66,11 @@ class Dataset:
 
     preset: str
     data: DataConfig
-    overrides: tuple[str, ...] = ()  # diffkit's recipe on top of the preset
     domain: bool = True  # glyph labels are characters, and the test split holds other characters: no classifier
 
 
-# `make demo`'s overrides (Makefile DEMO_OVERRIDES, without its grid interval): the glyph recipe the issue judges.
-DEMO_OVERRIDES = ("model.num_res_blocks=1", "train.lr=1e-3", "train.warmup_steps=100", "diffusion.prediction=v")
 DATASETS = {"fashion": Dataset("fashion28", DataConfig(dataset="fashion_mnist", size=28)),
-            "glyphs": Dataset("glyphs32", DataConfig(dataset="glyphs", size=32), DEMO_OVERRIDES, domain=False)}
+            "glyphs": Dataset("glyphs32", DataConfig(dataset="glyphs", size=32), domain=False)}
 FULL = {"n": 2000, "reference_n": 2000, "steps": 20, "classifier_steps": 2000, "diffusers_batch": 64}
 QUICK = {"n": 16, "reference_n": 32, "steps": 4, "classifier_steps": 20, "diffusers_batch": 8}
 MINUTES = {"full": [10.0, 30.0, 60.0], "quick": [0.1]}
@@ -196,13 +195,16 @@ def train_recipe(recipe: str, minutes: float, args: argparse.Namespace, director
     from diffkit.bundle import load
 
     spec = DATASETS[args.dataset]
-    overrides = [*spec.overrides, *args.diffkit_set, "train.max_steps=none", "train.checkpoint_every=1000000",
+    overrides = [*args.diffkit_set, "train.max_steps=none", "train.checkpoint_every=1000000",
                  "train.sample_every=0", *(["train.batch_size=8"] if args.quick else [])]
     peak = run_alone([sys.executable, "-m", "diffkit", "train", "--config", spec.preset, "--run-dir", str(directory),
-                      "--max-minutes", str(minutes), *(["--quiet"] if args.quick else []), *overrides])
+                      "--max-minutes", str(minutes), *(["--quiet"] if args.quick else []),
+                      *(["--no-recipe"] if args.no_recipe else []), *overrides])
     steps, trained_minutes = trained_so_far(directory)
     bundle = load(directory)
+    recipe_of_budget = None if args.no_recipe else budget_recipe(read_recipes(spec.preset), minutes)
     return {"steps": steps, "train_seconds": round(trained_minutes * 60, 1), "overrides": overrides,
+            "budget_recipe": list(recipe_of_budget.overrides) if recipe_of_budget else [],
             "batch_size": bundle.config.train.batch_size, "peak_rss_mb": round(peak),
             "parameters": sum(parameter.numel() for parameter in bundle.network.parameters())}
 
@@ -328,6 +330,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="measure Inception FID (default: on, off with --quick)")
     parser.add_argument("--diffkit-set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                         help="overrides for a variant of diffkit's recipe, e.g. train.lr=1e-3")
+    parser.add_argument("--no-recipe", action="store_true", help="train the preset without its budget recipe")
     parser.add_argument("--classifier", default=None, help="a saved domain classifier (default: train one)")
     parser.add_argument("--fresh", action="store_true", help="measure every row again, even those in the JSON")
     parser.add_argument("--work", type=Path, default=None, help="run directories (default runs/budget-DATASET)")
@@ -341,10 +344,15 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def variant(args: argparse.Namespace) -> list[str]:
+    """How diffkit's recipe differs from the preset with its budget recipe: --no-recipe and --diffkit-set."""
+    return [*(["--no-recipe"] if args.no_recipe else []), *args.diffkit_set]
+
+
 def new_report(args: argparse.Namespace, spec: Dataset) -> dict:
     """The report's header: what was measured, how, where and when."""
     return {"date": datetime.date.today().isoformat(), "machine": machine_description(), "dataset": args.dataset,
-            "preset": spec.preset, "quick": args.quick, "variant": args.diffkit_set,
+            "preset": spec.preset, "quick": args.quick, "variant": variant(args),
             "protocol": {"samples": args.n, "sampler": "dpmpp_2m", "steps": args.steps, "spacing": "trailing",
                          "guidance": 1.0, "inception": args.inception,
                          "pr_features": "Inception" if args.inception else "domain classifier" if spec.domain
@@ -393,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                 row = evaluate_row(recipe, minutes, args, args.work / f"{recipe}-{minutes:g}min", references, real)
             except RuntimeError as error:  # a failed training keeps the other budgets going
                 row = {"recipe": recipe, "minutes": minutes, "error": str(error)}
-            row["variant"] = args.diffkit_set if recipe == "diffkit" else []
+            row["variant"] = variant(args) if recipe == "diffkit" else []
             report["rows"].append(row)
             write_report(report, stem)
             print(json.dumps(row), flush=True)

@@ -39,11 +39,17 @@ def test_the_diffusers_recipe_is_the_one_of_the_issue():
     assert budget.FULL["n"] == budget.FULL["reference_n"] == 2000 and budget.FULL["steps"] == 20
 
 
-def test_the_glyph_recipe_is_make_demos():
+def test_make_demo_and_the_benchmark_train_glyphs32_with_its_10_minute_recipe():
+    from diffkit.recipes import budget_recipe, read_recipes
+
+    recipe = budget_recipe(read_recipes("glyphs32"), 10)
     line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("DEMO_OVERRIDES"))
-    demo = set(line.split("?=")[1].split())
-    assert set(budget.DEMO_OVERRIDES) == {item for item in demo if not item.startswith("train.sample_every")}
-    assert budget.DATASETS["glyphs"].overrides == budget.DEMO_OVERRIDES and budget.DATASETS["fashion"].overrides == ()
+    demo_keys = {word.split("=")[0] for word in line.split("?=")[1].split()}
+    assert demo_keys.isdisjoint(word.split("=")[0] for word in recipe.overrides)  # the demo's line never undoes it
+    assert "--no-recipe" not in (ROOT / "Makefile").read_text()
+    args = budget.parse_arguments(["--dataset", "glyphs", "--no-recipe", "--diffkit-set", "train.lr=2e-3"])
+    assert budget.variant(args) == ["--no-recipe", "train.lr=2e-3"]
+    assert budget.variant(budget.parse_arguments(["--dataset", "glyphs"])) == []
 
 
 def test_the_horizon_is_the_steps_the_remaining_budget_buys():

@@ -387,8 +387,16 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
     return apply_overrides(Config.from_dict(read_config_file(path)), overrides)
 
 
+RECIPES = "recipes"  # a preset's table of budget recipes (diffkit.recipes), not a section of the config
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The tables of a TOML preset or a config.json (a bare name is a preset shipped with diffkit)."""
+    """The config's tables of a TOML preset or a config.json (a bare name is a preset shipped with diffkit)."""
+    return {name: table for name, table in read_config_tables(path).items() if name != RECIPES}
+
+
+def read_config_tables(path: str | Path) -> dict[str, Any]:
+    """Every table of a TOML preset or a config.json, the budget recipes included."""
     path = find_config(path)
     try:
         if path.suffix == ".json":

@@ -33,7 +33,10 @@ def add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--max-steps", type=int, help="stop after this many training steps (train.max_steps)")
     parser.add_argument("--max-minutes", type=float,
                         help="stop after this many minutes (train.max_minutes); the learning-rate schedule is "
-                             "planned to end with them; with --resume: this many more minutes")
+                             "planned to end with them; with --resume: this many more minutes. A fresh run starts "
+                             "from the preset's recipe for that budget (its [recipes] table), if it has one")
+    parser.add_argument("--no-recipe", action="store_true",
+                        help="with --max-minutes: train the preset as written, without its budget recipe")
     parser.add_argument("--accelerator", default="auto", choices=("cpu", "gpu", "cuda", "mps", "auto"),
                         help="hardware to train on (default auto)")
     parser.add_argument("--quiet", action="store_true",
@@ -76,7 +79,22 @@ def checked_config(args: argparse.Namespace, load: Callable, example: str):
         raise DiffkitError(f"Pass --config PRESET (e.g. --config {example}) or --resume RUN.")
     if args.run_dir:
         check_unlocked(args.run_dir)
-    return load(args.config, overrides)
+    return load(args.config, [*recipe_overrides(args), *overrides])
+
+
+def recipe_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    """The overrides of the config file's recipe for --max-minutes (printed), beneath the command line's; none
+    without a budget in minutes, with --no-recipe, or when the file has no [recipes] table."""
+    from diffkit.recipes import budget_recipe, read_recipes
+
+    if args.max_minutes is None or args.no_recipe:
+        return ()
+    recipe = budget_recipe(read_recipes(args.config), args.max_minutes)
+    if recipe is None:
+        return ()
+    if not args.quiet:
+        print(recipe.describe(Path(args.config).stem), flush=True)
+    return recipe.overrides
 
 
 def start_or_resume(args: argparse.Namespace, config, train_function: Callable, launch) -> int:
