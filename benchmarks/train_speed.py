@@ -150,8 +150,9 @@ def timed(function, warmup: int, repeats: int) -> tuple[float, float]:
     return warmup_seconds, (time.perf_counter() - start) / repeats
 
 
-def measure_step(setting: Setting, steps: int, warmup: int) -> dict:
-    """The bare training step: diffusion loss, backward, AdamW (diffkit's optimizer settings), no loop around it."""
+def training_step(setting: Setting):
+    """The bare training step as a callable: diffusion loss, backward, AdamW (diffkit's optimizer settings) at the
+    preset's batch size, no loop around it (also profiled by benchmarks/op_share.py)."""
     from diffkit.bundle import schedule_of
     from diffkit.loss import diffusion_loss
     from diffkit.optimizer import make_optimizer
@@ -170,7 +171,13 @@ def measure_step(setting: Setting, steps: int, warmup: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    warmup_seconds, seconds = timed(step, warmup, steps)
+    return step
+
+
+def measure_step(setting: Setting, steps: int, warmup: int) -> dict:
+    """The bare training step's images/s."""
+    batch = setting.config.train.batch_size
+    warmup_seconds, seconds = timed(training_step(setting), warmup, steps)
     return setting.record("step", batch_size=batch, images_per_second=batch / seconds, warmup_seconds=warmup_seconds)
 
 
