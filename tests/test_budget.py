@@ -100,6 +100,23 @@ def test_grids_and_checkpoints_are_timed_apart_so_the_cosine_still_ends_on_the_b
     assert all(line.startswith("diffkit: budget 10 minutes") for line in lines[:1])
 
 
+def test_files_due_and_the_steps_that_fit_beside_them_at_the_boundaries():
+    train = TrainConfig(max_steps=None, max_minutes=1, sample_every=10, checkpoint_every=4)
+    assert budget_module.files_due(train, "grid", 10, 20) == 1  # the file at 10 was the interval's start
+    assert budget_module.files_due(train, "grid", 9, 10) == 1 and budget_module.files_due(train, "grid", 10, 10) == 0
+    assert budget_module.files_due(train, "checkpoint", 3, 12) == 3  # 4, 8, 12
+    assert budget_module.files_due(TrainConfig(sample_every=0), "grid", 0, 100) == 0
+    budget = Budget(train, clock=FakeClock())
+    budget.seconds_per_step, budget.periodic_costs = 1.0, {"grid": 5.0}
+    # From step 8: the n-th further step starts after n - 1 steps and the grids at steps (8, 8 + n - 1].
+    # n = 3 starts at 2 s (files at 9, 10: the grid at 10) + 5 s = 7 s; n = 4 at 8 s.
+    assert budget._steps_starting(8, 7.0) == 2 and budget._steps_starting(8, 7.5) == 3
+    assert budget._steps_starting(8, 8.5) == 4 and budget._steps_starting(8, 0.0) == 0
+    brute = [max(n for n in range(1, 50) if (n - 1) + 5.0 * budget_module.files_due(train, "grid", 8, 8 + n - 1)
+                 < remaining) for remaining in (0.5, 3.0, 7.0, 7.5, 20.0, 21.5, 33.0)]
+    assert [budget._steps_starting(8, remaining) for remaining in (0.5, 3.0, 7.0, 7.5, 20.0, 21.5, 33.0)] == brute
+
+
 def test_the_learned_file_costs_are_saved_and_plan_a_resumed_budget():
     train = TrainConfig(lr=1.0, warmup_steps=5, max_steps=None, max_minutes=2, sample_every=20)
     clock = FakeClock()
@@ -345,3 +362,6 @@ def test_every_process_plans_from_process_zeros_clock():
     seen_by_one = agree(OtherProcess(1, zero), torch.tensor(3.0), True, (12.0, 0.0, 0.0))
     seen_by_zero = agree(OtherProcess(0, one), torch.tensor(1.0), False, (10.0, 0.0, 3.0))
     assert seen_by_one == seen_by_zero == (2.0, False, True, (10.0, 0.0, 3.0))
+    # A ten-hour run's clock keeps its milliseconds (float64 all the way; float32 would round to 1/256 s).
+    late = torch.tensor([1.0, 0.0, 0.0, 36000.123, 0.0, 0.0], dtype=torch.float64)
+    assert agree(OtherProcess(1, late), torch.tensor(1.0), False, (0.0, 0.0, 0.0))[3][0] == 36000.123

@@ -7,7 +7,8 @@ ends first defines the horizon. The clock is injected, so tests run budgets on a
 
 Checkpoints and sample grids are timed apart from the steps (`spent_on`): a 64-image grid at 128 px takes minutes,
 and counted as step time it would make the speed estimate swing every time one falls inside a measured interval.
-The steps a budget buys are then the steps that fit in the time left beside the files due on the way.
+The steps a budget buys are then the steps that fit in the time left beside the files due on the way. A fresh run
+knows no file's cost until it has written one, so its first plan runs long and bends once the first grid is timed.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ def agree(fabric: Fabric, loss: Tensor, stop: bool, clock: tuple[float, ...]
         mean_loss, nonfinite, stopping = flags.tolist()
         return mean_loss, nonfinite > 0, stopping > 0, clock
     own = torch.tensor(clock if fabric.global_rank == 0 else [0.0] * len(clock), dtype=torch.float64)
-    summed = fabric.all_reduce(torch.cat([flags.double().cpu(), own]).to(loss.device), reduce_op="sum").tolist()
+    summed = fabric.all_reduce(torch.cat([flags.cpu().double(), own]).to(loss.device), reduce_op="sum").tolist()
     mean_loss, nonfinite, stopping = summed[:3]
     return mean_loss / fabric.world_size, nonfinite > 0, stopping > 0, tuple(summed[3:])
 
