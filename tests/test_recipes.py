@@ -55,6 +55,7 @@ def test_the_recipes_table_is_not_part_of_the_config(tmp_path):
     ('\n[[recipes]]\nminutes = 10\n', "must be a table of minutes"),
     ('\n[recipes]\nten = ["train.lr=1e-3"]\n', "'ten'"),
     ('\n[recipes]\n0 = ["train.lr=1e-3"]\n', "a positive number"),
+    ('\n[recipes]\n2.5 = ["train.lr=1e-3"]\n', "quote fractional minutes"),
     ('\n[recipes]\n10 = "train.lr=1e-3"\n', "list of \"section.key=value\" strings"),
     ('\n[recipes]\n10 = ["train.lr"]\n', "list of \"section.key=value\" strings"),
 ])

@@ -6,6 +6,7 @@ minutes, which overrides to start from:
 
     [recipes]
     10 = ["model.num_res_blocks=1", "train.lr=1e-3", "train.warmup_steps=100", "diffusion.prediction=v"]
+    "2.5" = [...]    # fractional minutes are quoted (unquoted, TOML reads 2.5 as a dotted key)
 
 `diffkit train --config PRESET --max-minutes M` applies the recipe of the largest budget <= M (else the smallest),
 beneath the command line's own overrides, and prints it; `--no-recipe` trains the preset as written. A resumed run
@@ -50,6 +51,9 @@ def read_recipes(path: str | Path) -> list[Recipe]:
             minutes = math.nan
         if not math.isfinite(minutes) or minutes <= 0:
             raise DiffkitError(f"The recipe key {key!r} in {path} must be a budget in minutes (a positive number).")
+        if isinstance(overrides, dict):  # TOML reads an unquoted 2.5 = [...] as the dotted key 2 -> 5
+            raise DiffkitError(f"The recipe key {key!r} in {path} holds a table; quote fractional minutes "
+                               f"(\"2.5\" = [...]).")
         if not isinstance(overrides, list) or not all(isinstance(word, str) and "=" in word for word in overrides):
             raise DiffkitError(f"The {key}-minute recipe in {path} must be a list of \"section.key=value\" strings.")
         recipes.append(Recipe(minutes, tuple(overrides)))
