@@ -25,6 +25,9 @@ single_thread = pytest.fixture(autouse=True)(one_thread)
     ("aten::native_group_norm_backward", "normalisation"), ("aten::_foreach_mul_", "optimizer"),
     ("Optimizer.step#AdamW.step", "optimizer"), ("aten::silu", "other"), ("aten::copy_", "other"),
     ("aten::linalg_vector_norm", "other"), ("autograd::engine::evaluate_function: SiluBackward0", "other"),
+    ("aten::normal_", "other"), ("ConvolutionBackward0", "other"), ("AddmmBackward0", "other"),
+    ("autograd::engine::evaluate_function: ConvolutionBackward0", "other"), ("NativeGroupNormBackward0", "other"),
+    ("aten::native_layer_norm", "normalisation"),
 ])
 def test_operators_go_to_their_kind(name, kind):
     assert op_share.kind_of(name) == kind
