@@ -56,6 +56,8 @@ def test_the_quick_benchmark_measures_once_and_a_second_run_reuses_everything(tm
     assert planned["max_minutes"] == pytest.approx(report["settings"]["minutes"] - autoencoder_minutes)
     written = json.loads((tmp_path / "results" / "latent-quick.json").read_text())
     assert written["pixel"] == report["pixel"]
+    ratio = report["pixel"]["sample_seconds_per_image"] / report["latent"]["sample_seconds_per_image"]
+    assert f"is {ratio:.1f}x faster per image" in (tmp_path / "results" / "latent-quick.md").read_text()
     capsys.readouterr()
     again = latent.main(arguments)
     output = capsys.readouterr().out
