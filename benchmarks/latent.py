@@ -29,8 +29,8 @@ A machine whose files do not outlive a session of a few hours cannot hold the wh
 the latent model is trained and exported (models/glyphs128-latent records both trainings' steps and minutes),
 and a later run measures it beside the pixel model; speeds are only compared within one run.
 
-NOT YET RUN in full: no number in this file's output has been measured. models/glyphs128-latent (2026-12-04) is the
-latent half, waiting for `--latent-model models/glyphs128-latent --pixel-minutes 100`.
+Run in full on 2026-12-05 with `--latent-model models/glyphs128-latent --pixel-minutes 100` (AMD EPYC with
+AVX512-BF16): benchmarks/results/latent.md, and the README's table.
 """
 
 from __future__ import annotations
