@@ -10,8 +10,9 @@ The bound: diffusers' step seconds / diffkit's convolution + matmul + optimizer 
 and ATen's for both networks, and a layout of the same parameters does about the same arithmetic, so even a diffkit
 that spent nothing on normalisation and everything else would be at most about that much faster than diffusers'
 step. An estimate, not a proof: it divides unprofiled wall time by profiled kernel time, and it takes the
-optimizer as it is (a fused AdamW would be a lever of its own). A bound well below 1.5 shows issue 14's 1.5x at matched parameters out of reach for implementation alone at this
-layout (a cheaper layout, fewer FLOPs for the same parameters, is then the lever: benchmarks/flops.py).
+optimizer as it is (a fused AdamW would be a lever of its own). A bound well below 1.5 shows issue 14's 1.5x at
+matched parameters out of reach for implementation alone at this layout (a cheaper layout, fewer FLOPs for the
+same parameters, is then the lever: benchmarks/flops.py). The twin here is always of diffkit's own layout.
 
     python benchmarks/op_share.py                                     # glyphs32 and fashion28, fp32 and bf16
     python benchmarks/op_share.py --presets fashion28 --modes bf16+cl
@@ -149,13 +150,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for preset in args.presets:
         for mode in args.modes:
             for implementation in IMPLEMENTATIONS:
-                setting = Setting(preset, implementation, mode, args.quick, args.set)
+                setting = Setting(preset, implementation, mode, args.quick, args.set, twin="same")
                 rows.append(profile_step(setting, args.steps, args.warmup))
                 print(json.dumps(rows[-1]), flush=True)
     print(markdown(rows))
     machine = {"date": date.today().isoformat(), "machine": machine_description(),
-               "auto_precision": resolve_precision("auto", "cpu").name, "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "quick": args.quick, "overrides": args.set}
+               "auto_precision": resolve_precision("auto", "cpu").name, "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "quick": args.quick, "overrides": args.set}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("op_share_quick.json" if args.quick else "op_share.json")
     path.write_text(json.dumps({"machine": machine, "rows": rows, "bounds": bounds(rows)}, indent=2) + "\n")

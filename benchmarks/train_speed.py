@@ -55,25 +55,43 @@ def parse_mode(mode: str) -> dict:
     return {"precision": precision, "channels_last": "cl" in levers, "compile": compile_mode}
 
 
-def diffusers_twin(model_config, size: int):
-    """diffusers' UNet2DModel with our depth and attention levels, widths scaled to match our parameter count."""
+# The DDPM layout (Ho et al. 2020; diffkit's presets before issue 14, and diffusers' UNet2DModel habit): channel
+# multipliers (1, 2, 2), two ResNet layers per level, attention at the lowest level. The diffusers twin is built in
+# it ("ddpm") at diffkit's parameter count, or in diffkit's own layout ("same", what benchmarks/op_share.py needs).
+DDPM_LAYOUT = {"channel_mults": (1, 2, 2), "num_res_blocks": 2, "attention_levels": (2,)}
+TWINS = ("ddpm", "same")
+
+
+def twin_layout(model_config, twin: str) -> dict:
+    """The layout (channel_mults, num_res_blocks, attention_levels) the diffusers twin copies."""
+    if twin == "ddpm":
+        return DDPM_LAYOUT
+    if len(set(model_config.blocks_per_level)) > 1:  # which uniform layout is its fair twin is not settled yet
+        raise SystemExit("diffusers' UNet2DModel has one layers_per_block for every level; the same-layout twin "
+                         "needs a single model.num_res_blocks, not a list.")
+    return {"channel_mults": model_config.channel_mults, "num_res_blocks": model_config.blocks_per_level[0],
+            "attention_levels": model_config.attention_levels}
+
+
+def diffusers_twin(model_config, size: int, twin: str = "ddpm"):
+    """diffusers' UNet2DModel in `twin_layout` with our dropout and conditioning, widths scaled (in steps of 8) to
+    match our parameter count."""
     from diffusers import UNet2DModel
 
     from diffkit.nn import UNet
 
-    if len(set(model_config.blocks_per_level)) > 1:  # which uniform layout is its fair twin is not settled yet
-        raise SystemExit("diffusers' UNet2DModel has one layers_per_block for every level; the diffusers twin needs "
-                         "a single model.num_res_blocks, not a list.")
     target = UNet(model_config).num_parameters()
-    levels = len(model_config.channel_mults)
-    attention = set(model_config.attention_levels)
+    layout = twin_layout(model_config, twin)
+    levels = len(layout["channel_mults"])
+    attention = set(layout["attention_levels"])
 
     def build(base: int):
-        widths = tuple(base * multiple for multiple in model_config.channel_mults)
+        widths = tuple(base * multiple for multiple in layout["channel_mults"])
         return UNet2DModel(
             sample_size=size, in_channels=model_config.in_channels, out_channels=model_config.output_channels,
-            layers_per_block=model_config.num_res_blocks, block_out_channels=widths,
-            down_block_types=tuple("AttnDownBlock2D" if level in attention else "DownBlock2D" for level in range(levels)),
+            layers_per_block=layout["num_res_blocks"], block_out_channels=widths, dropout=model_config.dropout,
+            down_block_types=tuple("AttnDownBlock2D" if level in attention else "DownBlock2D"
+                                   for level in range(levels)),
             up_block_types=tuple("AttnUpBlock2D" if level in attention else "UpBlock2D"
                                  for level in reversed(range(levels))),
             norm_num_groups=8, attention_head_dim=8,
@@ -87,7 +105,8 @@ def diffusers_twin(model_config, size: int):
 class Setting:
     """One (preset, implementation, mode): the config, the network, the levers applied, a callable (x, t, y)."""
 
-    def __init__(self, preset: str, implementation: str, mode: str, quick: bool, overrides: list[str]):
+    def __init__(self, preset: str, implementation: str, mode: str, quick: bool, overrides: list[str],
+                 twin: str = "ddpm"):
         from diffkit.acceleration import compiled, use_channels_last
         from diffkit.config import load_config
         from diffkit.nn import UNet
@@ -96,7 +115,7 @@ class Setting:
         self.preset, self.implementation, self.mode, self.levers = preset, implementation, mode, parse_mode(mode)
         self.size = self.config.data.size or {"fashion_mnist": 28, "mnist": 28}.get(self.config.data.dataset, 32)
         self.network = UNet(self.config.model) if implementation == "diffkit" else diffusers_twin(self.config.model,
-                                                                                                  self.size)
+                                                                                                  self.size, twin)
         if self.levers["channels_last"]:
             use_channels_last(self.network)
         if implementation == "diffkit":
@@ -251,7 +270,7 @@ def evaluation(setting: Setting, x_t, t, y):
 
 def measure_one(preset: str, implementation: str, mode: str, kind: str, args: argparse.Namespace) -> dict:
     """One measurement in this process."""
-    setting = Setting(preset, implementation, mode, args.quick, args.set)
+    setting = Setting(preset, implementation, mode, args.quick, args.set, args.twin)
     if kind == "step":
         return measure_step(setting, args.steps, args.warmup)
     if kind == "loop":
@@ -264,7 +283,7 @@ def run_isolated(preset: str, implementation: str, mode: str, kind: str, args: a
     command = [sys.executable, __file__, "--one", preset, implementation, mode, kind, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--loop-steps", str(args.loop_steps), "--evaluations",
                str(args.evaluations), "--sampler-steps", str(args.sampler_steps),
-               *(["--set", *args.set] if args.set else [])]
+               "--twin", args.twin, *(["--set", *args.set] if args.set else [])]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         return {"preset": preset, "implementation": implementation, "mode": mode, "kind": kind,
@@ -314,6 +333,8 @@ def main() -> None:
                         help="smoke check: batches of 8, one step of each, in this process (no timing claims)")
     parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                         help="config overrides for both networks, e.g. model.attention_levels=[] (attention's cost)")
+    parser.add_argument("--twin", choices=TWINS, default="ddpm",
+                        help="the diffusers twin's layout: DDPM's (1, 2, 2) x 2 blocks (default) or diffkit's own")
     parser.add_argument("--one", nargs=4, metavar=("PRESET", "IMPLEMENTATION", "MODE", "KIND"))
     args = parser.parse_args()
     for mode in args.modes:
@@ -335,7 +356,7 @@ def main() -> None:
     print(table(rows))
     machine = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
                "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,
-               "overrides": args.set}
+               "overrides": args.set, "twin": args.twin}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "train_speed_quick.json" if args.quick else "train_speed.json"
     (RESULTS / name).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
