@@ -21,7 +21,7 @@ every (recipe, budget), so a killed run keeps what it measured and a rerun skips
 
     python benchmarks/budget.py                        # fashion28, 10 / 30 / 60 min each: about 3.5 hours
     python benchmarks/budget.py --dataset glyphs --minutes 10
-    python benchmarks/budget.py --diffkit-set train.lr=1e-3
+    python benchmarks/budget.py --diffkit-set train.lr=1e-3 --recipes diffkit --out DIR --work DIR
     python benchmarks/budget.py --quick                # a smoke run: 6 s budgets, tiny counts, no Inception
 """
 
@@ -331,6 +331,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--diffkit-set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
                         help="overrides for a variant of diffkit's recipe, e.g. train.lr=1e-3")
     parser.add_argument("--no-recipe", action="store_true", help="train the preset without its budget recipe")
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES),
+                        help="which recipes to train (a variant's run needs no second diffusers row); give a variant "
+                             "its own --out and --work, since its report replaces another variant's")
     parser.add_argument("--classifier", default=None, help="a saved domain classifier (default: train one)")
     parser.add_argument("--fresh", action="store_true", help="measure every row again, even those in the JSON")
     parser.add_argument("--work", type=Path, default=None, help="run directories (default runs/budget-DATASET)")
@@ -370,6 +373,11 @@ def previous_rows(stem: Path, report: dict, fresh: bool) -> list[dict]:
     return [row for row in earlier.get("rows", []) if "error" not in row] if same else []
 
 
+def still_to_train(args: argparse.Namespace, done: dict) -> list[tuple[float, str]]:
+    """(minutes, recipe) of every budget x chosen recipe that no kept row measured, in training order."""
+    return [(minutes, recipe) for minutes in args.minutes for recipe in args.recipes if (recipe, minutes) not in done]
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     """Train and measure every (budget, recipe) in turn, writing the JSON after each; print the table."""
     args = parse_arguments(argv)
@@ -385,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     report = new_report(args, spec)
     report["threads"] = threads
     done = {(row["recipe"], row["minutes"]): row for row in previous_rows(stem, report, args.fresh)}
-    todo = [(minutes, recipe) for minutes in args.minutes for recipe in RECIPES if (recipe, minutes) not in done]
+    todo = still_to_train(args, done)
     print(f"budget benchmark, {args.dataset}: {len(todo)} trainings, {sum(m for m, _ in todo):g} min of training "
           f"in total ({len(done)} rows kept from {stem}.json), plus references and per-row sampling and features "
           f"(printed after the first row)", flush=True)
@@ -393,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     references, real, report["floor"], report["reference"] = build_references(args, spec, args.work)
     print(f"references and floor in {time.perf_counter() - started:.0f} s: {report['floor']}", flush=True)
     for minutes in args.minutes:
-        for recipe in RECIPES:
+        for recipe in args.recipes:
             if (recipe, minutes) in done:
                 report["rows"].append(done[recipe, minutes])
                 continue

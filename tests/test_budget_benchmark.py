@@ -108,6 +108,14 @@ def test_an_interrupted_run_keeps_its_rows_under_the_same_protocol(tmp_path):
     assert args.inception is False and args.minutes == [0.1] and re.search("quick", str(args.work))
 
 
+def test_a_variant_can_train_diffkit_alone_and_kept_rows_are_not_trained_again():
+    both = budget.parse_arguments(["--minutes", "10", "30"])
+    assert budget.still_to_train(both, done={("diffusers", 10.0): {}}) == [
+        (10.0, "diffkit"), (30.0, "diffkit"), (30.0, "diffusers")]
+    alone = budget.parse_arguments(["--minutes", "10", "30", "--recipes", "diffkit", "--diffkit-set", "train.lr=1e-3"])
+    assert budget.still_to_train(alone, done={}) == [(10.0, "diffkit"), (30.0, "diffkit")]
+
+
 def test_a_glyph_table_without_feature_extractors():
     report = {**fabricated_report(), "dataset": "glyphs", "preset": "glyphs32",
               "protocol": {"steps": 4, "samples": 16, "pr_features": None}, "floor": {"glyph_like": 0.966},
