@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -36,6 +35,9 @@ from datetime import date
 from pathlib import Path
 
 import torch
+
+from diffkit.precision import resolve_precision
+from quality import machine_description
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -319,6 +321,34 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines + [""] + errors)
 
 
+def median_row(repeats: list[dict]) -> dict:
+    """The repeat whose images/s is the median (the lower one of an even count), every figure from that one
+    measurement, with all the repeats' images/s beside it; the failures when every repeat failed."""
+    measured = sorted((row for row in repeats if "error" not in row), key=lambda row: row["images_per_second"])
+    if not measured:
+        return repeats[-1]
+    return {**measured[(len(measured) - 1) // 2], "repeats": [row["images_per_second"] for row in repeats
+                                                               if "error" not in row]}
+
+
+def measure_all(args: argparse.Namespace) -> list[dict]:
+    """Every (preset, mode, implementation, kind), `--repeats` rounds in turn (diffkit and diffusers alternate,
+    so a slow spell of a shared machine falls on both), the median of each."""
+    measure = measure_one if args.quick else run_isolated
+    rows = []
+    for preset in args.presets:
+        for mode in args.modes:
+            settings = [(implementation, kind) for implementation in IMPLEMENTATIONS
+                        for kind in (KINDS if implementation == "diffkit" else ("step", "sample"))]
+            repeats: dict[tuple[str, str], list[dict]] = {setting: [] for setting in settings}
+            for _ in range(args.repeats):
+                for implementation, kind in settings:
+                    repeats[implementation, kind].append(measure(preset, implementation, mode, kind, args))
+                    print(json.dumps(repeats[implementation, kind][-1]), flush=True)
+            rows += [median_row(repeats[setting]) for setting in settings]
+    return rows
+
+
 def main() -> None:
     """Parse arguments; either measure one configuration (child) or all of them (parent)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -329,6 +359,7 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=10, help="timed network evaluations at the sampling batch")
     parser.add_argument("--sampler-steps", type=int, default=20, help="steps of the timed DDIM run")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every measurement; the median is kept")
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: batches of 8, one step of each, in this process (no timing claims)")
     parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
@@ -344,19 +375,12 @@ def main() -> None:
         return
     if args.quick:
         args.steps = args.evaluations = args.warmup = args.loop_steps = 1
-        args.sampler_steps = 2
-    rows = []
-    for preset in args.presets:
-        for mode in args.modes:
-            for implementation in IMPLEMENTATIONS:
-                for kind in KINDS if implementation == "diffkit" else ("step", "sample"):
-                    measure = measure_one if args.quick else run_isolated
-                    rows.append(measure(preset, implementation, mode, kind, args))
-                    print(json.dumps(rows[-1]), flush=True)
+        args.sampler_steps, args.repeats = 2, 1
+    rows = measure_all(args)
     print(table(rows))
-    machine = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,
-               "overrides": args.set, "twin": args.twin}
+    machine = {"date": date.today().isoformat(), "cpu": machine_description(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "quick": args.quick, "overrides": args.set, "twin": args.twin,
+               "repeats": args.repeats, "auto_precision": resolve_precision("auto", "cpu").name}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "train_speed_quick.json" if args.quick else "train_speed.json"
     (RESULTS / name).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
