@@ -21,6 +21,9 @@ def test_a_latent_preset_is_counted_on_its_latent_grid_and_refused_without_one()
     with pytest.raises(SystemExit, match="latent model: its UNet runs on the latent grid, not on 128 px"):
         flops.count(latent)
     # the same network on a 32-px pixel grid costs the same: only the grid decides
-    twin = load_config("glyphs32", [*TINY, "model.in_channels=4"])
+    model = latent.model
+    twin = load_config("glyphs32", [*TINY, "model.in_channels=4", f"model.channel_mults={list(model.channel_mults)}",
+                                    f"model.num_res_blocks={model.num_res_blocks}",
+                                    f"model.attention_levels={list(model.attention_levels)}"])
     assert flops.count(latent, 32) == flops.count(twin)
 
