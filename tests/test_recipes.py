@@ -93,3 +93,22 @@ def test_a_resumed_run_keeps_its_config_and_gets_no_recipe(tmp_path, capsys):
                  "--accelerator", "cpu"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["lr"] == load_config(preset).train.lr and "recipe" not in capsys.readouterr().out
+
+
+def test_no_recipe_on_a_resumed_run_is_one_sentence(tmp_path, capsys):
+    preset = str(recipe_toml(tmp_path))
+    trained_config(tmp_path / "run", capsys, "--config", preset, "--max-minutes", "5", "--no-recipe")
+    assert main(["train", "--resume", str(tmp_path / "run"), "--max-minutes", "5", "--no-recipe",
+                 "--accelerator", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == ("diffkit: error: --no-recipe chooses how a fresh run starts; a resumed "
+                                               "run keeps its config.json, so drop --no-recipe.")
+
+
+def test_a_recipe_that_does_not_load_blames_the_preset_and_trains_nothing(tmp_path, capsys):
+    preset = str(recipe_toml(tmp_path, '\n[recipes]\n10 = ["train.no_such_key=1"]\n'))
+    assert main(["train", "--config", preset, "--max-minutes", "10", "--run-dir", str(tmp_path / "run"),
+                 "--accelerator", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("diffkit: error: tiny's 10-minute recipe does not apply: ") and error.count("\n") == 1
+    assert "no_such_key" in error and error.rstrip().endswith("Fix its [recipes] table, or pass --no-recipe.")
+    assert not (tmp_path / "run").exists()

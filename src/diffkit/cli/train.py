@@ -73,18 +73,22 @@ def checked_config(args: argparse.Namespace, load: Callable, example: str):
     if args.resume:
         if args.config or args.run_dir:
             raise DiffkitError("--resume continues a run with its own config.json; drop --config and --run-dir.")
+        if args.no_recipe:
+            raise DiffkitError("--no-recipe chooses how a fresh run starts; a resumed run keeps its config.json, "
+                               "so drop --no-recipe.")
         check_unlocked(check_resumable(args.resume))
         return load(Path(args.resume) / CONFIG_FILE, overrides)
     if not args.config:
         raise DiffkitError(f"Pass --config PRESET (e.g. --config {example}) or --resume RUN.")
     if args.run_dir:
         check_unlocked(args.run_dir)
-    return load(args.config, [*recipe_overrides(args), *overrides])
+    return load(args.config, [*recipe_overrides(args, load), *overrides])
 
 
-def recipe_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+def recipe_overrides(args: argparse.Namespace, load: Callable) -> tuple[str, ...]:
     """The overrides of the config file's recipe for --max-minutes (printed), beneath the command line's; none
-    without a budget in minutes, with --no-recipe, or when the file has no [recipes] table."""
+    without a budget in minutes, with --no-recipe, or when the file has no [recipes] table. A recipe that does not
+    load on its own is the preset's fault, not the user's: say so rather than blame the command line."""
     from diffkit.recipes import budget_recipe, read_recipes
 
     if args.max_minutes is None or args.no_recipe:
@@ -92,6 +96,11 @@ def recipe_overrides(args: argparse.Namespace) -> tuple[str, ...]:
     recipe = budget_recipe(read_recipes(args.config), args.max_minutes)
     if recipe is None:
         return ()
+    try:
+        load(args.config, recipe.overrides)
+    except DiffkitError as error:
+        raise DiffkitError(f"{Path(args.config).stem}'s {recipe.minutes:g}-minute recipe does not apply: {error} "
+                           f"Fix its [recipes] table, or pass --no-recipe.") from error
     if not args.quiet:
         print(recipe.describe(Path(args.config).stem), flush=True)
     return recipe.overrides
