@@ -82,5 +82,5 @@ def test_a_tiny_text_model_draws_the_requested_shape(one_thread):
     guided = cfg(eps_denoiser(model, schedule, "x0"), 3.0)
     images = sample(guided, schedule, (40, 1, SIZE, SIZE), sampler="ddim", steps=20, y=text.select(asked),
                     generator=torch.Generator().manual_seed(1), clip_x0=1.0)
-    accuracy = (judge(images) == asked).float().mean().item()
+    accuracy = (judge(images) == asked).sum().item() / asked.numel()  # exact: float32 9/10 is below 0.9
     assert accuracy >= 0.9, f"drew the requested shape {accuracy:.0%} of the time"
