@@ -250,7 +250,8 @@ def build_references(args: argparse.Namespace, spec: Dataset, work: Path) -> tup
 def evaluate_row(recipe: str, minutes: float, args: argparse.Namespace, directory: Path, references: dict,
                  real: torch.Tensor) -> dict:
     """Train one (recipe, budget) alone, then sample and measure it."""
-    row = {"recipe": recipe, "minutes": minutes, **train_recipe(recipe, minutes, args, directory)}
+    row = {"recipe": recipe, "minutes": minutes, "date": datetime.date.today().isoformat(),
+           "machine": machine_description(), **train_recipe(recipe, minutes, args, directory)}
     started = time.perf_counter()
     samples = draw_samples(recipe, directory, args)
     row["sampling_seconds"] = round(time.perf_counter() - started, 1)
@@ -287,7 +288,9 @@ def verdicts(report: dict) -> list[str]:
     for minutes in dict.fromkeys(row["minutes"] for row in report["rows"]):
         ours, theirs = rows.get(("diffkit", minutes)), rows.get(("diffusers", minutes))
         if ours and theirs and main_fid(ours) is not None:
-            lines.append(f"- {minutes:g} min: diffkit FID / diffusers FID = {main_fid(ours) / main_fid(theirs):.2f}")
+            apart = ours.get("machine") != theirs.get("machine")  # steps bought differ between processors
+            lines.append(f"- {minutes:g} min: diffkit FID / diffusers FID = {main_fid(ours) / main_fid(theirs):.2f}"
+                         + (" (the two rows ran on different processors)" if apart else ""))
     for recipe in RECIPES:
         row = rows.get((recipe, 30.0))
         if row and floor is not None:
@@ -315,7 +318,18 @@ def markdown(report: dict) -> str:
         lines.append(" | ".join([f"| {recipe_label(row)}", f"{row['minutes']:g}",
                                  f"{row['steps']:,} x {row['batch_size']}", f"{row['parameters'] / 1e6:.2f}M",
                                  *metric_cells(row), floor]) + " |")
-    return "\n".join(lines + ["", *verdicts(report)]) + "\n"
+    return "\n".join(lines + ["", *provenance(report), *verdicts(report)]) + "\n"
+
+
+def provenance(report: dict) -> list[str]:
+    """Where and when each row ran, when not all rows ran where the header says (a run kept earlier rows)."""
+    places: dict[tuple, list[str]] = {}
+    for row in report["rows"]:
+        key = (row.get("date", report["date"]), row.get("machine", report["machine"]))
+        places.setdefault(key, []).append(f"{row['recipe']} {row['minutes']:g} min")
+    if list(places) in ([], [(report["date"], report["machine"])]):
+        return []
+    return [f"- rows of {date}, {machine}: {', '.join(names)}" for (date, machine), names in places.items()]
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -370,7 +384,8 @@ def previous_rows(stem: Path, report: dict, fresh: bool) -> list[dict]:
         return []
     earlier = json.loads(path.read_text())
     same = all(earlier.get(key) == report[key] for key in ("protocol", "variant", "dataset", "quick"))
-    return [row for row in earlier.get("rows", []) if "error" not in row] if same else []
+    stamp = {"date": earlier.get("date"), "machine": earlier.get("machine")}  # rows older than per-row stamps
+    return [{**stamp, **row} for row in earlier.get("rows", []) if "error" not in row] if same else []
 
 
 def still_to_train(args: argparse.Namespace, done: dict) -> list[tuple[float, str]]:

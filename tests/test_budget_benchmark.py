@@ -95,13 +95,24 @@ def test_table_and_verdicts_from_fabricated_rows(tmp_path):
     assert json.loads((tmp_path / "budget-fashion.json").read_text())["rows"][0]["steps"] == 600
 
 
+def test_rows_kept_from_another_processor_are_named_with_it():
+    report = fabricated_report()
+    report["rows"][0]["machine"], report["rows"][0]["date"] = "x86_64 other CPU, 2 cores", "2026-12-01"
+    table = budget.markdown(report).splitlines()
+    assert "- rows of 2026-12-01, x86_64 other CPU, 2 cores: diffkit 10 min" in table
+    assert "- rows of 2026-12-03, x86_64 test CPU, 2 cores: diffusers 10 min, diffkit 30 min, diffusers 30 min" in table
+    assert "- 10 min: diffkit FID / diffusers FID = 0.50 (the two rows ran on different processors)" in table
+    assert not any(line.startswith("- rows of") for line in budget.markdown(fabricated_report()).splitlines())
+
+
 def test_an_interrupted_run_keeps_its_rows_under_the_same_protocol(tmp_path):
     args = budget.parse_arguments(["--quick", "--out", str(tmp_path)])
     report = budget.new_report(args, budget.DATASETS["fashion"])
     kept = {**report, "rows": [{"recipe": "diffkit", "minutes": 0.1, "steps": 3}, {"recipe": "diffusers",
                                                                                     "minutes": 0.1, "error": "x"}]}
     budget.write_report(kept, tmp_path / "budget-fashion-quick")
-    assert budget.previous_rows(tmp_path / "budget-fashion-quick", report, fresh=False) == kept["rows"][:1]
+    stamp = {"date": report["date"], "machine": report["machine"]}
+    assert budget.previous_rows(tmp_path / "budget-fashion-quick", report, fresh=False) == [{**stamp, **kept["rows"][0]}]
     assert budget.previous_rows(tmp_path / "budget-fashion-quick", report, fresh=True) == []
     other = {**report, "protocol": {**report["protocol"], "steps": 5}}
     assert budget.previous_rows(tmp_path / "budget-fashion-quick", other, fresh=False) == []
