@@ -8,7 +8,7 @@ import torch
 from diffkit.errors import DiffkitError
 from diffkit.oracle import gaussian_oracle
 from diffkit.process import signal_noise
-from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, dpmpp_3m, euler, euler_ancestral, get_sampler, heun,
+from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m, euler, euler_ancestral, get_sampler, heun,
                               sample, sample_steps, sampling_schedule, unipc)
 from diffkit.schedule import cosine, karras, linear, log_snr_at
 
@@ -256,6 +256,37 @@ def test_dpmpp_2m_on_the_karras_grid_matches_diffusers():
     ours = [step.x_t for step in list(dpmpp_2m(FakeNetwork(full), x_T, karras(full, 10)))[1:]]
     for index, (a, b) in enumerate(zip(ours, theirs)):
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), index
+
+
+@pytest.mark.parametrize(("beta_schedule", "steps"), [("linear", 10), ("squaredcos_cap_v2", 15), ("linear", 25)])
+def test_dpmpp_2m_sde_matches_diffusers_step_for_step_with_the_same_noise(beta_schedule, steps):
+    from diffusers import DPMSolverMultistepScheduler
+
+    reference = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, solver_order=2,
+                                            algorithm_type="sde-dpmsolver++", timestep_spacing="trailing")
+    reference.set_timesteps(steps)
+    full = (linear if beta_schedule == "linear" else cosine)(1000)
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    theirs = diffusers_run(reference, FakeNetwork(full), x_T, seed=7)
+    ours = [step.x_t for step in list(dpmpp_2m_sde(FakeNetwork(full), x_T, sampling_schedule(full, steps),
+                                                   generator=torch.Generator().manual_seed(7)))[1:]]
+    assert len(ours) == len(theirs) == steps
+    for index, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.allclose(a, b, atol=1e-4 * (1 + float(b.abs().max())), rtol=1e-4), index
+    # The noise matters: another seed moves every intermediate state.
+    other = list(dpmpp_2m_sde(FakeNetwork(full), x_T, sampling_schedule(full, steps),
+                              generator=torch.Generator().manual_seed(8)))
+    assert not torch.allclose(other[2].x_t, ours[1], atol=1e-3)
+
+
+def test_dpmpp_2m_sde_at_first_order_is_ddpm_s_posterior_step():
+    full = linear(1000)
+    grid = sampling_schedule(full, 10)
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    network = FakeNetwork(full)
+    first = list(dpmpp_2m_sde(network, x_T, grid, generator=torch.Generator().manual_seed(3)))[1].x_t
+    ddpm_first = list(ddpm(network, x_T, grid, generator=torch.Generator().manual_seed(3)))[1].x_t
+    assert torch.allclose(first, ddpm_first, atol=1e-5)
 
 
 @pytest.mark.parametrize(("beta_schedule", "steps"), [("linear", 10), ("squaredcos_cap_v2", 15), ("linear", 3)])

@@ -159,6 +159,40 @@ def _dpmpp_update(schedule: Schedule, lambdas: Tensor, x: Tensor, i: int, histor
     return x_next + alpha_t * (phi / h + 1.0) * D1 - alpha_t * ((phi + h) / h**2 - 0.5) * D2
 
 
+def dpmpp_2m_sde(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None = None, *,
+                 generator: torch.Generator | None = None, clip_x0: float | None = None) -> Iterator[Step]:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, DPM-Solver++ sec. 5; diffusers' "sde-dpmsolver++", midpoint): the
+    second-order multistep for the reverse SDE in the data prediction. Each step replaces part of the state with
+    fresh noise, as DDPM's ancestral steps do, which lets it correct the network's earlier errors where an ODE
+    solver carries them to the end (Karras et al. 2022, sec. 4); its first-order step is DDPM's posterior step."""
+    x, lambdas = x_T, 0.5 * schedule.log_snr.to(x_T.device)  # lambda = log(alpha / sigma), DPM-Solver eq. 3
+    history: list[tuple[Tensor, int]] = []  # (x0_hat, index) of the points visited, latest last
+    for i in reversed(range(schedule.T)):
+        _, x0_hat = _predict(denoise, schedule, x, i, y, clip_x0)
+        yield Step(training_step(schedule, i), x, x0_hat)
+        history.append((x0_hat, i))
+        z = noise_like(x, generator)  # drawn at the last step too (it is multiplied by sigma = 0), as diffusers does
+        x = _sde_dpmpp_update(schedule, lambdas, x, i, history[-(1 if i == 0 else 2):], z)
+    yield Step(-1, x, x)
+
+
+def _sde_dpmpp_update(schedule: Schedule, lambdas: Tensor, x: Tensor, i: int, history: list[tuple[Tensor, int]],
+                      z: Tensor) -> Tensor:
+    """One SDE-DPM-Solver++ step from index i, first order or (two points of history) second order, midpoint:
+    x_t = (sigma_t / sigma_s) e^-h x_s + alpha_t (1 - e^-2h) (D0 + D1 / 2) + sigma_t sqrt(1 - e^-2h) z."""
+    m0 = history[-1][0]
+    alpha_s, sigma_s = signal_noise(schedule, i, x)
+    alpha_t, sigma_t = _target_signal_noise(schedule, i, x)
+    decay = alpha_s * sigma_t / (sigma_s * alpha_t)  # e^-h with h = lambda_t - lambda_s, finite (0) at sigma_t = 0
+    kept = 1.0 - decay**2  # 1 - e^-2h: at first order these are DDPM's posterior mean and beta-tilde variance
+    x_next = (sigma_t / sigma_s) * decay * x + alpha_t * kept * m0 + sigma_t * kept.sqrt() * z
+    if len(history) == 1:
+        return x_next
+    lambda_s, lambda_t = gather(lambdas, i, x), gather(lambdas, i - 1, x)
+    r0 = (lambda_s - gather(lambdas, history[-2][1], x)) / (lambda_t - lambda_s)
+    return x_next + 0.5 * alpha_t * kept * (m0 - history[-2][0]) / r0  # the midpoint solver's D1 term
+
+
 def unipc(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None = None, *,
           generator: torch.Generator | None = None, clip_x0: float | None = None) -> Iterator[Step]:
     """UniPC-2 (Zhao et al. 2023, B(h) = e^h - 1 "bh2", data prediction): the predictor UniP-2 is DPM-Solver++(2M);
@@ -312,6 +346,7 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": Sampler(ddim, 1, 50),
     "dpmpp_2m": Sampler(dpmpp_2m, 1, 20),
     "dpmpp_3m": Sampler(dpmpp_3m, 1, 20),
+    "dpmpp_2m_sde": Sampler(dpmpp_2m_sde, 1, 20, "trailing", False),
     "euler": Sampler(euler, 1, 50),
     # On the Gaussian oracle Heun needs 80 Karras steps (159 evaluations) where DPM-Solver++ needs 20
     # (benchmarks/sampler_oracle.py; DESIGN.md "The sigma view" says why).
