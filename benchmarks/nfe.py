@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -31,11 +32,12 @@ from diffkit.evaluate.classifier import WEIGHTS_NAME
 from diffkit.evaluate.protocol import (DomainModel, generate_samples, load_domain_model, load_split, make_extractor,
                                        reference_subset)
 from diffkit.grids import FITTED, data_scales, fit_grids, grid_key
+from diffkit.sampling import get_sampler
 from quality import (Reference, evaluations_of, finish_report, get_classifier, machine_description, steps_for,
                      write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_3m", "heun", "euler")
+SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "heun", "euler")
 SPACINGS = ("trailing", "logsnr", "karras", FITTED)
 TARGETS = {10: 1.20, 20: 1.05}  # issue 14: domain FID within 20% of DDPM's at 10 NFE, within 5% at 20
 FULL = {"n": 2000, "nfes": "5,10,20,50", "ddpm_steps": None, "reference_n": None, "classifier_steps": 2000}
@@ -65,8 +67,10 @@ def ddpm_setting(steps: int) -> Setting:
 
 def plan(budgets: Sequence[int], samplers: Sequence[str] = SAMPLERS,
          spacings: Sequence[str] = SPACINGS) -> list[Setting]:
-    """Every (sampler, spacing, budget) of the sweep, sampler-major."""
-    return [setting(sampler, spacing, budget) for sampler in samplers for spacing in spacings for budget in budgets]
+    """Every (sampler, spacing, budget) of the sweep, sampler-major; no fitted grid for a stochastic sampler (the
+    grids are fitted to an ODE solver's error, grids.py)."""
+    return [setting(sampler, spacing, budget) for sampler in samplers for spacing in spacings for budget in budgets
+            if spacing != FITTED or get_sampler(sampler).deterministic]
 
 
 def with_fitted_grids(bundle: Bundle, settings: Sequence[Setting]) -> tuple[Bundle, dict[str, list[float]]]:
@@ -140,7 +144,8 @@ def cell(row: dict | None, name: str) -> str:
 def metric_table(report: dict, name: str, title: str) -> list[str]:
     """The markdown table of one metric: a row per (sampler, grid), a column per NFE budget."""
     ddpm, budgets = report["ddpm"], report["budgets"]
-    lines = [f"{title}: DDPM-{ddpm['steps']} ({ddpm['evaluations']} NFE) {ddpm[f'{name}_fid']:.3f}; real floor "
+    origin = f" (measured by {ddpm['from']})" if "from" in ddpm else ""
+    lines = [f"{title}: DDPM-{ddpm['steps']} ({ddpm['evaluations']} NFE){origin} {ddpm[f'{name}_fid']:.3f}; real floor "
              f"({report['samples']} training images) {report['floor'][name]:.3f}. Cells: FID (ratio to DDPM).", "",
              "| sampler | grid | " + " | ".join(f"{budget} NFE" for budget in budgets) + " |",
              "| --- | --- | " + " | ".join("---:" for _ in budgets) + " |"]
@@ -204,7 +209,7 @@ def run_benchmark(args: argparse.Namespace, stem: Path, log: Callable[[str], Non
     if fitted and args.save_grids:
         log(f"wrote {save_config(bundle.config, run / CONFIG_FILE)}")
     rate = evaluations_per_second(bundle, min(args.batch_size, args.n))
-    image_evaluations = args.n * sum(row.evaluations for row in [ddpm, *settings])
+    image_evaluations = args.n * sum(row.evaluations for row in [*([] if args.ddpm_from else [ddpm]), *settings])
     log(f"estimated sampling time: {image_evaluations / rate / 60:.1f} min ({image_evaluations:,} image-evaluations "
         f"at {rate:.0f}/s; features extra)")
     config = bundle.config
@@ -218,7 +223,8 @@ def run_benchmark(args: argparse.Namespace, stem: Path, log: Callable[[str], Non
     references = references_for(args, bundle, classifier)
     report["reference"] = {"split": "test", "count": int(references["domain"].test.shape[0])}
     report["floor"] = {name: reference.floor(args.n) for name, reference in references.items()}
-    report["ddpm"] = measure(bundle, ddpm, args, references)
+    report["ddpm"] = (reused_ddpm(args.ddpm_from, report, ddpm, list(references)) if args.ddpm_from
+                      else measure(bundle, ddpm, args, references))
     add_ratios([report["ddpm"]], report["ddpm"], list(references))
     log(f"DDPM-{ddpm.steps}: domain FID {report['ddpm']['domain_fid']:.3f} (floor {report['floor']['domain']:.3f})")
     report["rows"] = []
@@ -231,6 +237,25 @@ def run_benchmark(args: argparse.Namespace, stem: Path, log: Callable[[str], Non
     report["summary"] = summary(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
+
+
+SAME_PROTOCOL = ("run", "samples", "seed", "T", "reference")
+
+
+def reused_ddpm(path: Path, report: dict, ddpm: Setting, metrics: Sequence[str]) -> dict:
+    """The DDPM reference row of an earlier report (its 1,000 steps are most of a run's time), refused unless that
+    report measured the same run with the same samples, seed, classifier and reference set."""
+    earlier = json.loads(path.read_text())
+    different = [key for key in SAME_PROTOCOL if earlier.get(key) != report[key]]
+    if earlier.get("classifier", {}).get("sha256") != report["classifier"]["sha256"]:
+        different.append("classifier")
+    if earlier["ddpm"]["steps"] != ddpm.steps:
+        different.append("DDPM steps")
+    different += [f"{name} FID" for name in metrics if f"{name}_fid" not in earlier["ddpm"]]
+    if different:
+        raise SystemExit(f"--ddpm-from {path} measured another protocol ({', '.join(different)} differ); "
+                         f"drop --ddpm-from to measure DDPM-{ddpm.steps} again.")
+    return {**earlier["ddpm"], "from": str(path)}
 
 
 def names(text: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -268,6 +293,8 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classifier", default=None, help="a saved domain classifier (default: RUN's, or train one)")
     parser.add_argument("--inception", action="store_true", help="Inception FID as well (slow on a CPU)")
     parser.add_argument("--save-grids", action="store_true", help="store the grids fitted now in RUN/config.json")
+    parser.add_argument("--ddpm-from", type=Path, default=None,
+                        help="reuse the DDPM reference of an earlier report (JSON) of the same run and protocol")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)

@@ -32,11 +32,13 @@ def test_the_sweep_counts_network_evaluations_not_steps():
     # Heun: 2 evaluations per step but 1 on the last (an Euler step to sigma = 0), so the most steps within budget.
     assert [(rows["heun", budget].steps, rows["heun", budget].evaluations) for budget in (5, 10, 20, 50)] == [
         (3, 5), (5, 9), (10, 19), (25, 49)]
-    for sampler in ("ddim", "dpmpp_2m", "dpmpp_3m", "euler"):  # one evaluation per step
+    for sampler in ("ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "euler"):  # one evaluation per step
         assert all(rows[sampler, budget].steps == rows[sampler, budget].evaluations == budget
                    for budget in (5, 10, 20, 50))
     assert nfe.ddpm_setting(1000) == ("ddpm", "trailing", 1000, 1000, 1000)
-    assert len(nfe.plan([5, 10, 20, 50])) == 5 * 4 * 4  # samplers x grids x budgets, plus the DDPM reference
+    # samplers x grids x budgets, but no fitted grid for the stochastic dpmpp_2m_sde (grids fit an ODE's error)
+    assert len(nfe.plan([5, 10, 20, 50])) == 6 * 4 * 4 - 4
+    assert not [row for row in nfe.plan([10]) if row.sampler == "dpmpp_2m_sde" and row.spacing == "fitted"]
 
 
 def test_report_json_and_table_on_a_tiny_random_bundle(tmp_path, capsys):
@@ -62,6 +64,24 @@ def test_report_json_and_table_on_a_tiny_random_bundle(tmp_path, capsys):
     assert rows[0] == "| sampler | grid | 3 NFE |" and len(rows) == 5
     assert table[-1].startswith("best at 3 NFE: ") and "to DDPM-10" in table[-1]
     assert "estimated sampling time" in capsys.readouterr().out
+
+
+def test_a_rerun_reuses_the_ddpm_reference_of_the_same_protocol_only(tmp_path):
+    config = tiny_config()
+    save_bundle(tmp_path / "run", config, random_network(config))
+    common = ["--run", str(tmp_path / "run"), "--quick", "--n", "4", "--nfes", "3", "--spacings", "trailing",
+              "--ddpm-steps", "10", "--classifier-steps", "3", "--threads", "1"]
+    first = nfe.main([*common, "--samplers", "dpmpp_2m", "--out", str(tmp_path / "first")])
+    reference = tmp_path / "first" / "nfe-run-quick.json"
+    second = nfe.main([*common, "--samplers", "dpmpp_2m_sde", "--ddpm-from", str(reference),
+                       "--out", str(tmp_path / "second")])  # the classifier the first run saved in RUN
+    assert second["ddpm"]["domain_fid"] == first["ddpm"]["domain_fid"] and second["ddpm"]["from"] == str(reference)
+    assert second["estimate"]["image_evaluations"] == 4 * 3  # the sweep's row only, no DDPM
+    assert [row["sampler"] for row in second["rows"]] == ["dpmpp_2m_sde"]
+    assert "(measured by " in (tmp_path / "second" / "nfe-run-quick.md").read_text()
+    with pytest.raises(SystemExit, match="samples differ"):
+        nfe.main([*common[:4], "5", *common[5:], "--samplers", "dpmpp_2m", "--ddpm-from", str(reference),
+                  "--out", str(tmp_path / "third")])
 
 
 def test_the_fitted_spacing_insists_on_the_stored_grid_for_sampling_and_eval(tmp_path, capsys):
