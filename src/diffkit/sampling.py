@@ -119,8 +119,11 @@ def dpmpp_3m(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | Non
 
 
 def _dpmpp_multistep(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor | None,
-                     clip_x0: float | None, max_order: int) -> Iterator[Step]:
-    """DPM-Solver++ multistep of order up to max_order, warming up from first order and lowering it at the end."""
+                     clip_x0: float | None, max_order: int, update: Callable[..., Tensor] | None = None
+                     ) -> Iterator[Step]:
+    """DPM-Solver++ multistep of order up to max_order, warming up from first order and lowering it at the end;
+    `update(schedule, lambdas, x, i, history)` is the step (default the ODE's `_dpmpp_update`)."""
+    update = update or _dpmpp_update
     x, lambdas = x_T, 0.5 * schedule.log_snr.to(x_T.device)  # lambda = log(alpha / sigma), DPM-Solver eq. 3
     history: list[tuple[Tensor, int]] = []  # (x0_hat, index) of the points visited, latest last
     for i in reversed(range(schedule.T)):
@@ -128,7 +131,7 @@ def _dpmpp_multistep(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tens
         yield Step(training_step(schedule, i), x, x0_hat)
         history.append((x0_hat, i))
         order = 1 if i == 0 else min(max_order, len(history), 2 if i == 1 and schedule.T < 15 else max_order)
-        x = _dpmpp_update(schedule, lambdas, x, i, history[-order:])
+        x = update(schedule, lambdas, x, i, history[-order:])
     yield Step(-1, x, x)
 
 
@@ -165,15 +168,12 @@ def dpmpp_2m_sde(denoise: Denoiser, x_T: Tensor, schedule: Schedule, y: Tensor |
     second-order multistep for the reverse SDE in the data prediction. Each step replaces part of the state with
     fresh noise, as DDPM's ancestral steps do, which lets it correct the network's earlier errors where an ODE
     solver carries them to the end (Karras et al. 2022, sec. 4); its first-order step is DDPM's posterior step."""
-    x, lambdas = x_T, 0.5 * schedule.log_snr.to(x_T.device)  # lambda = log(alpha / sigma), DPM-Solver eq. 3
-    history: list[tuple[Tensor, int]] = []  # (x0_hat, index) of the points visited, latest last
-    for i in reversed(range(schedule.T)):
-        _, x0_hat = _predict(denoise, schedule, x, i, y, clip_x0)
-        yield Step(training_step(schedule, i), x, x0_hat)
-        history.append((x0_hat, i))
+
+    def update(schedule: Schedule, lambdas: Tensor, x: Tensor, i: int, history: list[tuple[Tensor, int]]) -> Tensor:
         z = noise_like(x, generator)  # drawn at the last step too (it is multiplied by sigma = 0), as diffusers does
-        x = _sde_dpmpp_update(schedule, lambdas, x, i, history[-(1 if i == 0 else 2):], z)
-    yield Step(-1, x, x)
+        return _sde_dpmpp_update(schedule, lambdas, x, i, history, z)
+
+    yield from _dpmpp_multistep(denoise, x_T, schedule, y, clip_x0, max_order=2, update=update)
 
 
 def _sde_dpmpp_update(schedule: Schedule, lambdas: Tensor, x: Tensor, i: int, history: list[tuple[Tensor, int]],
