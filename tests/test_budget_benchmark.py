@@ -98,7 +98,9 @@ def test_table_and_verdicts_from_fabricated_rows(tmp_path):
 def test_rows_kept_from_another_processor_are_named_with_it():
     report = fabricated_report()
     report["rows"][0]["machine"], report["rows"][0]["date"] = "x86_64 other CPU, 2 cores", "2026-12-01"
+    report["rows"][2]["note"] = "measured as a variant"
     table = budget.markdown(report).splitlines()
+    assert "- diffkit (train.lr=1e-3) 30 min: measured as a variant" in table
     assert "- rows of 2026-12-01, x86_64 other CPU, 2 cores: diffkit 10 min" in table
     assert "- rows of 2026-12-03, x86_64 test CPU, 2 cores: diffusers 10 min, diffkit 30 min, diffusers 30 min" in table
     assert "- 10 min: diffkit FID / diffusers FID = 0.50 (the two rows ran on different processors)" in table
