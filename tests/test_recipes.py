@@ -51,6 +51,15 @@ def test_the_recipes_table_is_not_part_of_the_config(tmp_path):
     assert budget_recipe(read_recipes("glyphs32"), 10).overrides[-1] == "diffusion.prediction=v"  # make demo's
 
 
+def test_fashion28s_recipe_is_the_measured_30_minute_one_and_loads():
+    for minutes in (10, 30, 60):  # the 30-minute recipe is the only one, so every budget starts from it
+        recipe = budget_recipe(read_recipes("fashion28"), minutes)
+        assert recipe.minutes == 30
+    config = load_config("fashion28", overrides=list(recipe.overrides))
+    assert (config.diffusion.prediction, config.train.lr, config.train.warmup_steps, config.model.dropout) == (
+        "v", 1e-3, 100, 0.0)
+
+
 @pytest.mark.parametrize("table, words", [
     ('\n[[recipes]]\nminutes = 10\n', "must be a table of minutes"),
     ('\n[recipes]\nten = ["train.lr=1e-3"]\n', "'ten'"),
