@@ -338,7 +338,7 @@ def test_sigma_samplers_match_diffusers(name, scheduler_name, spacing):
 
 
 def test_bad_names_steps_and_spacings_are_refused_with_the_choices():
-    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, dpmpp_3m, euler, heun, euler_ancestral, unipc"):
+    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, euler, heun, euler_ancestral, unipc"):
         get_sampler("plms")
     with pytest.raises(DiffkitError, match="karras"):
         sampling_schedule(linear(100), 10, "quadratic")
