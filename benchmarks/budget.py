@@ -318,7 +318,8 @@ def markdown(report: dict) -> str:
         lines.append(" | ".join([f"| {recipe_label(row)}", f"{row['minutes']:g}",
                                  f"{row['steps']:,} x {row['batch_size']}", f"{row['parameters'] / 1e6:.2f}M",
                                  *metric_cells(row), floor]) + " |")
-    notes = [f"- {recipe_label(row)} {row['minutes']:g} min: {row['note']}" for row in report["rows"] if row.get("note")]
+    notes = [f"- {recipe_label(row)} {row['minutes']:g} min: {row['note']}"
+             for row in report["rows"] if row.get("note")]
     return "\n".join(lines + ["", *provenance(report), *notes, *verdicts(report)]) + "\n"
 
 

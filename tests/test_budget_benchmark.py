@@ -114,7 +114,8 @@ def test_an_interrupted_run_keeps_its_rows_under_the_same_protocol(tmp_path):
                                                                                     "minutes": 0.1, "error": "x"}]}
     budget.write_report(kept, tmp_path / "budget-fashion-quick")
     stamp = {"date": report["date"], "machine": report["machine"]}
-    assert budget.previous_rows(tmp_path / "budget-fashion-quick", report, fresh=False) == [{**stamp, **kept["rows"][0]}]
+    kept_rows = budget.previous_rows(tmp_path / "budget-fashion-quick", report, fresh=False)
+    assert kept_rows == [{**stamp, **kept["rows"][0]}]
     assert budget.previous_rows(tmp_path / "budget-fashion-quick", report, fresh=True) == []
     other = {**report, "protocol": {**report["protocol"], "steps": 5}}
     assert budget.previous_rows(tmp_path / "budget-fashion-quick", other, fresh=False) == []

@@ -8,8 +8,8 @@ import torch
 from diffkit.errors import DiffkitError
 from diffkit.oracle import gaussian_oracle
 from diffkit.process import signal_noise
-from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m, euler, euler_ancestral, get_sampler, heun,
-                              sample, sample_steps, sampling_schedule, unipc)
+from diffkit.sampling import (SAMPLERS, ddim, ddpm, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m, euler, euler_ancestral,
+                              get_sampler, heun, sample, sample_steps, sampling_schedule, unipc)
 from diffkit.schedule import cosine, karras, linear, log_snr_at
 
 MU, S = 0.3, 0.5
@@ -338,7 +338,8 @@ def test_sigma_samplers_match_diffusers(name, scheduler_name, spacing):
 
 
 def test_bad_names_steps_and_spacings_are_refused_with_the_choices():
-    with pytest.raises(DiffkitError, match="ddpm, ddim, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, euler, heun, euler_ancestral, unipc"):
+    names = "ddpm, ddim, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, euler, heun, euler_ancestral, unipc"
+    with pytest.raises(DiffkitError, match=names):
         get_sampler("plms")
     with pytest.raises(DiffkitError, match="karras"):
         sampling_schedule(linear(100), 10, "quadratic")
