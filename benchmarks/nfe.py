@@ -175,8 +175,7 @@ def domain_model(args: argparse.Namespace, bundle: Bundle, run: Path) -> tuple[D
     if path:
         model = load_domain_model(path)
         return model, {"path": str(path), "sha256": model.sha256}
-    model, record = get_classifier(args, bundle.config.data, run)  # trains and saves it in RUN/domain-classifier
-    return model, dict(record, sha256=model.sha256)
+    return get_classifier(args, bundle.config.data, run)  # trains and saves it in RUN/domain-classifier
 
 
 def references_for(args: argparse.Namespace, bundle: Bundle, classifier: DomainModel) -> dict[str, Reference]:

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ import torch
 from diffkit.bundle import load
 from diffkit.config import DataConfig, load_config
 from diffkit.evaluate import metrics
-from diffkit.evaluate.classifier import save_classifier
+from diffkit.evaluate.classifier import CONFIG_NAME, save_classifier
 from diffkit.evaluate.protocol import (
     DomainModel,
     compare_features,
@@ -49,6 +50,7 @@ FULL = {"minutes": 45.0, "n": 5000, "steps": 20, "reference_n": None, "guidance_
         "nfes": "10,20,50", "classifier_steps": 2000}
 QUICK = {"minutes": 0.25, "n": 40, "steps": 5, "reference_n": 60, "guidance_n": 20, "nfe_n": 20,
          "nfes": "4", "classifier_steps": 30}
+CLASSIFIER_WIDTH = 24  # the domain classifier's first-stage channels, as benchmarks/domain_classifier.py defaults
 
 
 def steps_for(sampler: str, evaluations: int) -> int:
@@ -86,17 +88,37 @@ def trained_so_far(directory: Path) -> tuple[int, float]:
     return int(record["trained_steps"]), float(record["training_minutes"])
 
 
+def saved_classifier_record(directory: Path, data: DataConfig, steps: int) -> dict | None:
+    """The metadata of a classifier saved in `directory` for this data and step count, else None."""
+    try:
+        record = json.loads((directory / CONFIG_NAME).read_text())["metadata"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    data_record = json.loads(json.dumps(asdict(data)))  # as it reads back from JSON (tuples become lists)
+    wanted = {"data": data_record, "steps": steps, "width": CLASSIFIER_WIDTH, "seed": 0}
+    return record if all(record.get(key) == value for key, value in wanted.items()) else None
+
+
 def get_classifier(args: argparse.Namespace, data: DataConfig, run_dir: Path) -> tuple[DomainModel, dict]:
-    """The domain classifier given by --classifier, or one trained now and saved in the run directory."""
+    """The domain classifier given by --classifier, the run directory's own, or one trained now and saved there."""
     if args.classifier:
-        return load_domain_model(args.classifier), {"path": args.classifier}
+        model = load_domain_model(args.classifier)
+        return model, {"path": args.classifier, "sha256": model.sha256}
+    directory = run_dir / "domain-classifier"
+    saved = saved_classifier_record(directory, data, args.classifier_steps)
+    if saved is not None:  # training is seeded, so the saved weights are the ones training would give again
+        print(f"domain classifier: reusing {directory} ({args.classifier_steps} steps, same data)")
+        model = load_domain_model(directory)
+        return model, {"path": str(directory), **saved, "sha256": model.sha256}
     started = time.perf_counter()
-    model, record = train_dataset_classifier(data, steps=args.classifier_steps, width=24, seed=0)
-    directory = save_classifier(model, run_dir / "domain-classifier", **record)
+    model, record = train_dataset_classifier(data, steps=args.classifier_steps, width=CLASSIFIER_WIDTH, seed=0)
+    record["data"] = asdict(data)
+    directory = save_classifier(model, directory, **record)
     record["seconds"] = round(time.perf_counter() - started, 1)
     print(f"domain classifier: {record.get('test_accuracy', float('nan')):.4f} test accuracy "
           f"after {args.classifier_steps} steps")
-    return load_domain_model(directory), record
+    model = load_domain_model(directory)
+    return model, dict(record, sha256=model.sha256)
 
 
 class Reference:

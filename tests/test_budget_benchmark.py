@@ -65,6 +65,33 @@ def test_the_diffusers_loop_trains_saves_and_samples(tmp_path):
     assert samples.shape == (3, 1, 8, 8) and samples.dtype == torch.uint8
 
 
+def test_a_saved_classifier_of_the_same_data_and_steps_is_reused_not_retrained(tmp_path, monkeypatch):
+    import argparse
+
+    import quality
+    from diffkit.config import DataConfig
+    from diffkit.evaluate.classifier import ClassifierConfig, DomainClassifier
+
+    trained = []
+
+    def training(data, *, steps, width, seed):  # stands in for 2,000 steps on Fashion-MNIST
+        trained.append((data.size, steps))
+        model = DomainClassifier(ClassifierConfig(in_channels=1, num_classes=3, width=4))
+        return model, {"dataset": data.dataset, "size": 8, "steps": steps, "width": width, "seed": seed}
+
+    monkeypatch.setattr(quality, "train_dataset_classifier", training)
+    args = argparse.Namespace(classifier=None, classifier_steps=5)
+    data = DataConfig(dataset="fashion_mnist", options={"channels": 1})
+    _, first = quality.get_classifier(args, data, tmp_path)
+    _, again = quality.get_classifier(args, data, tmp_path)
+    assert trained == [(None, 5)] and again["sha256"] == first["sha256"] and again["path"].endswith("domain-classifier")
+    quality.get_classifier(argparse.Namespace(classifier=None, classifier_steps=6), data, tmp_path)
+    quality.get_classifier(args, DataConfig(dataset="fashion_mnist", size=14), tmp_path)
+    assert trained == [(None, 5), (None, 6), (14, 5)]  # other steps or other data: trained again
+    _, given = quality.get_classifier(argparse.Namespace(classifier=str(tmp_path / "domain-classifier")), data, tmp_path)
+    assert len(trained) == 3 and len(given["sha256"]) == 64
+
+
 def fabricated_report() -> dict:
     def row(recipe, minutes, fid, steps):
         return {"recipe": recipe, "minutes": minutes, "steps": steps, "batch_size": 128 if recipe == "diffkit" else 64,
