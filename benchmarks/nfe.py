@@ -29,7 +29,7 @@ import torch
 from diffkit.bundle import CONFIG_FILE, Bundle, load
 from diffkit.config import save_config
 from diffkit.evaluate.classifier import WEIGHTS_NAME
-from diffkit.evaluate.protocol import (DomainModel, generate_samples, load_domain_model, load_split, make_extractor,
+from diffkit.evaluate.protocol import (DomainModel, generate_samples, load_split, make_extractor,
                                        reference_subset)
 from diffkit.grids import FITTED, data_scales, fit_grids, grid_key
 from diffkit.sampling import get_sampler
@@ -171,11 +171,9 @@ def markdown(report: dict) -> str:
 def domain_model(args: argparse.Namespace, bundle: Bundle, run: Path) -> tuple[DomainModel, dict]:
     """--classifier, else the classifier an earlier run of this or quality.py saved in RUN, else one trained now."""
     saved = run / "domain-classifier"
-    path = args.classifier or (saved if (saved / WEIGHTS_NAME).is_file() else None)
-    if path:
-        model = load_domain_model(path)
-        return model, {"path": str(path), "sha256": model.sha256}
-    return get_classifier(args, bundle.config.data, run)  # trains and saves it in RUN/domain-classifier
+    if not args.classifier and (saved / WEIGHTS_NAME).is_file():  # RUN's own, whatever it was trained for
+        args = argparse.Namespace(**{**vars(args), "classifier": str(saved)})
+    return get_classifier(args, bundle.config.data, run)  # else trains and saves it in RUN/domain-classifier
 
 
 def references_for(args: argparse.Namespace, bundle: Bundle, classifier: DomainModel) -> dict[str, Reference]:

@@ -88,7 +88,8 @@ def test_a_saved_classifier_of_the_same_data_and_steps_is_reused_not_retrained(t
     quality.get_classifier(argparse.Namespace(classifier=None, classifier_steps=6), data, tmp_path)
     quality.get_classifier(args, DataConfig(dataset="fashion_mnist", size=14), tmp_path)
     assert trained == [(None, 5), (None, 6), (14, 5)]  # other steps or other data: trained again
-    _, given = quality.get_classifier(argparse.Namespace(classifier=str(tmp_path / "domain-classifier")), data, tmp_path)
+    given_args = argparse.Namespace(classifier=str(tmp_path / "domain-classifier"))
+    _, given = quality.get_classifier(given_args, data, tmp_path)
     assert len(trained) == 3 and len(given["sha256"]) == 64
 
 
