@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from diffkit.acceleration import compile_mode, sampling_forward
+from diffkit.allocator import configure_allocator
 from diffkit.files import atomic_path
 from diffkit.config import Config, save_config
 from diffkit.errors import DiffkitError
@@ -358,6 +359,7 @@ def load(path: str | Path, device: torch.device | str = "cpu", *, precision: str
          compile: bool | str | None = False) -> Bundle:
     """Load a bundle (a run directory, or any directory with config.json + model.safetensors); `precision`,
     `channels_last` and `compile` say how its network runs (`Bundle.speed_up`)."""
+    configure_allocator()  # freed activations stay in the heap: no page faults at every evaluation
     directory = Path(path)
     if directory.is_file() and directory.name == WEIGHTS_FILE:
         directory = directory.parent

@@ -20,6 +20,7 @@ from lightning.fabric import Fabric
 from torch import Tensor
 from tqdm import tqdm
 
+from diffkit.allocator import configure_allocator
 from diffkit.budget import Budget
 from diffkit.bundle import WEIGHTS_FILE, save_weights
 from diffkit.checkpoint import save_training_state, write_failure
@@ -84,7 +85,10 @@ class LoopParts:
 
 
 def make_fabric(config: Config, launch: Launch) -> Fabric:
-    """A Fabric for `launch` in train.precision (auto: see precision.py); a bad device request is a DiffkitError."""
+    """A Fabric for `launch` in train.precision (auto: see precision.py); a bad device request is a DiffkitError.
+
+    Every trainer starts here, so this is also where the heap is told to keep freed activations (allocator.py)."""
+    configure_allocator()
     processes = launch.devices * launch.num_nodes
     try:
         return Fabric(accelerator=launch.accelerator, devices=launch.devices, num_nodes=launch.num_nodes,

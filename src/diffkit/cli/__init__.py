@@ -10,6 +10,7 @@ import argparse
 import sys
 import warnings
 
+from diffkit.allocator import configure_allocator
 from diffkit.threads import configure_threads, prepare_environment
 
 prepare_environment()  # the OpenMP wait policy is read once, when torch loads: before the commands import it
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = notice
     try:
         configure_threads()
+        configure_allocator()
         result = args.func(args)
     except DiffkitError as error:
         print(f"diffkit: error: {error}", file=sys.stderr)
