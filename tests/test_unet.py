@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from diffkit.errors import DiffkitError
 from diffkit.nn import AttentionBlock, Downsample, UNet, UNetConfig, Upsample, timestep_embedding
-from diffkit.nn.layers import group_norm
+from diffkit.nn.layers import group_norm, nearest
 
 # A few-thousand-parameter UNet so every test runs in well under a second on a shared CPU.
 TINY = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2, groups=4)
@@ -95,6 +95,21 @@ def test_downsample_then_upsample_restores_exact_size(size):
     down = Downsample(4)(x)
     assert down.shape[-2:] == (math.ceil(size / 2), math.ceil((size + 1) / 2))
     assert Upsample(4)(down, size=x.shape[-2:]).shape == x.shape
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("source, target", [((4, 4), (8, 8)), ((4, 5), (7, 9)), ((1, 1), (1, 2)), ((3, 2), (5, 4)),
+                                            ((2, 2), (8, 8)), ((3, 3), (4, 4))])
+def test_nearest_is_interpolate_exactly(source, target, channels_last):
+    x = torch.randn(2, 8, *source)  # 8 channels: a 1 x 1 map is contiguous in both layouts
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.interpolate(x, size=target, mode="nearest")
+    result = nearest(x, target)
+    assert torch.equal(result, expected)  # the repeat-and-crop branch and the fallback (x4, 3 -> 4) alike
+    if channels_last and source != (1, 1):  # channels stay innermost (an odd crop is a view of a channels-last
+        # tensor); a 1 x 1 map is contiguous in both layouts, so no layout is asked for
+        assert result.stride(1) == 1 and expected.stride(1) == 1
 
 
 # --- UNet shapes and conditioning ---------------------------------------------------------------------
