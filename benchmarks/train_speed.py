@@ -3,7 +3,9 @@ training loop's images/s beside the bare network step, per preset and mode; peak
 
 A mode is a precision joined with speed levers: `fp32`, `bf16`, `bf16+cl` (channels-last), `bf16+blocks`
 (regional torch.compile of the ResBlocks; diffusers' ResnetBlock2D for the twin), `fp32+model` (whole-model
-compile), `bf16+cl+blocks`, ... Each lever is applied to both networks alike. Measured, each in its own process:
+compile), `bf16+cl+blocks`, ... Each lever is applied to both networks alike, and so is the heap setting diffkit runs
+with (`allocator.configure_allocator`: freed activations stay in the process; `DIFFKIT_MALLOC=default` measures
+glibc's own). Measured, each in its own process:
 
 - `step`: the bare training step (loss, backward, AdamW; diffkit's optimizer for both networks) at the preset's
   batch size, `--steps` timed after `--warmup`;
@@ -19,6 +21,7 @@ Prints one JSON line per measurement, then a markdown table, and writes benchmar
     python benchmarks/train_speed.py                                  # glyphs32 and fashion28, every mode
     python benchmarks/train_speed.py --presets fashion28 --modes fp32 bf16+cl+blocks
     python benchmarks/train_speed.py --set model.attention_levels=[]  # what attention at 8 x 8 costs
+    python benchmarks/train_speed.py --modes fp32+model --kinds sample  # compiled sampling alone
     python benchmarks/train_speed.py --quick                          # a smoke check in one process, tiny sizes
 """
 
@@ -110,9 +113,11 @@ class Setting:
     def __init__(self, preset: str, implementation: str, mode: str, quick: bool, overrides: list[str],
                  twin: str = "ddpm"):
         from diffkit.acceleration import compiled, use_channels_last
+        from diffkit.allocator import configure_allocator
         from diffkit.config import load_config
         from diffkit.nn import UNet
 
+        self.allocator = "tuned" if configure_allocator() else "default"  # a process setting: both networks alike
         self.config = load_config(preset, [*overrides, *(["train.batch_size=8", "sample.n=8"] if quick else [])])
         self.preset, self.implementation, self.mode, self.levers = preset, implementation, mode, parse_mode(mode)
         self.size = self.config.data.size or {"fashion_mnist": 28, "mnist": 28}.get(self.config.data.dataset, 32)
@@ -156,7 +161,7 @@ class Setting:
 
     def record(self, kind: str, **numbers) -> dict:
         return {"preset": self.preset, "implementation": self.implementation, "mode": self.mode, "kind": kind,
-                "parameters": sum(p.numel() for p in self.network.parameters()), **numbers,
+                "parameters": sum(p.numel() for p in self.network.parameters()), "allocator": self.allocator, **numbers,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -338,8 +343,8 @@ def measure_all(args: argparse.Namespace) -> list[dict]:
     rows = []
     for preset in args.presets:
         for mode in args.modes:
-            settings = [(implementation, kind) for implementation in IMPLEMENTATIONS
-                        for kind in (KINDS if implementation == "diffkit" else ("step", "sample"))]
+            settings = [(implementation, kind) for implementation in IMPLEMENTATIONS for kind in args.kinds
+                        if implementation == "diffkit" or kind != "loop"]
             repeats: dict[tuple[str, str], list[dict]] = {setting: [] for setting in settings}
             for _ in range(args.repeats):
                 for implementation, kind in settings:
@@ -354,6 +359,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["glyphs32", "fashion28"], choices=PRESETS)
     parser.add_argument("--modes", nargs="+", default=list(MODES), help=f"default: {' '.join(MODES)}")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS,
+                        help="what to measure (default: all; diffusers has no loop)")
     parser.add_argument("--steps", type=int, default=10, help="timed bare training steps")
     parser.add_argument("--loop-steps", type=int, default=20, help="timed steps of the diffkit.train run")
     parser.add_argument("--evaluations", type=int, default=10, help="timed network evaluations at the sampling batch")

@@ -60,10 +60,22 @@ def test_repeats_alternate_diffkit_and_diffusers(monkeypatch):
         return {"implementation": implementation, "kind": kind, "images_per_second": float(len(calls))}
 
     monkeypatch.setattr(train_speed, "run_isolated", fake)
-    args = train_speed.argparse.Namespace(presets=["glyphs32"], modes=["fp32"], repeats=3, quick=False)
+    args = train_speed.argparse.Namespace(presets=["glyphs32"], modes=["fp32"], repeats=3, quick=False,
+                                          kinds=list(train_speed.KINDS))
     rows = train_speed.measure_all(args)
     one_round = [("diffkit", "step"), ("diffkit", "loop"), ("diffkit", "sample"), ("diffusers", "step"),
                  ("diffusers", "sample")]
     assert calls == one_round * 3
     assert [(row["implementation"], row["kind"]) for row in rows] == one_round
     assert [row["images_per_second"] for row in rows] == [6.0, 7.0, 8.0, 9.0, 10.0]  # the middle round's
+
+
+def test_kinds_choose_what_is_measured(monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_speed, "run_isolated", lambda preset, implementation, mode, kind, args: calls.append(
+        (implementation, kind)) or {"implementation": implementation, "kind": kind, "images_per_second": 1.0})
+    args = train_speed.argparse.Namespace(presets=["glyphs32"], modes=["fp32+model"], repeats=2, quick=False,
+                                          kinds=["sample", "loop"])
+    rows = train_speed.measure_all(args)
+    assert calls == [("diffkit", "sample"), ("diffkit", "loop"), ("diffusers", "sample")] * 2  # no diffusers loop
+    assert [(row["implementation"], row["kind"]) for row in rows] == calls[:3]
