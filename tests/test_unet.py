@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from diffkit.errors import DiffkitError
 from diffkit.nn import AttentionBlock, Downsample, UNet, UNetConfig, Upsample, timestep_embedding
-from diffkit.nn.layers import group_norm, nearest
+from diffkit.nn.layers import Dropout, group_norm, nearest
 
 # A few-thousand-parameter UNet so every test runs in well under a second on a shared CPU.
 TINY = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2, groups=4)
@@ -95,6 +95,23 @@ def test_downsample_then_upsample_restores_exact_size(size):
     down = Downsample(4)(x)
     assert down.shape[-2:] == (math.ceil(size / 2), math.ceil((size + 1) / 2))
     assert Upsample(4)(down, size=x.shape[-2:]).shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_keeps_one_minus_p_scaled_and_follows_the_global_seed(dtype):
+    x = torch.rand(64, 8, 32, 32).add_(0.5).to(dtype).requires_grad_()  # no zeros of its own
+    layer = Dropout(0.25)
+    torch.manual_seed(3)
+    out = layer(x)
+    kept = out != 0
+    # 524,288 draws: the kept fraction's standard error is 0.0006
+    assert abs(kept.float().mean().item() - 0.75) < 0.003
+    torch.testing.assert_close(out[kept].float(), x[kept].float() / 0.75, rtol=0.01, atol=0)
+    out.sum().backward()  # the gradient is the same mask and scale
+    torch.testing.assert_close(x.grad.float(), kept.float() / 0.75, rtol=0.01, atol=0)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x) != 0, kept)  # the global generator decides, as for nn.Dropout
+    assert layer.eval()(x) is x and Dropout(0.0)(x) is x
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -44,6 +44,19 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout's maths (each value kept with probability 1 - p and scaled by 1 / (1 - p), zero otherwise), its mask
+    drawn as uniform >= p from the same global generator: ATen's CPU bernoulli_ is ~1.8x slower than a uniform draw
+    (benchmarks/layer_forms.py)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x in training (masked and rescaled), x itself in eval mode or at p = 0."""
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p  # float32 uniforms whatever x's dtype: P = 1 - p to 2^-24
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+
+
 class ResBlock(nn.Module):
     """Residual block: norm-SiLU-conv, then norm with embedding scale-shift, SiLU, dropout, conv.
 
@@ -61,7 +74,7 @@ class ResBlock(nn.Module):
         self.embedding = (nn.Sequential(nn.Identity(), nn.Linear(embedding_dim, 2 * out_channels)) if embedding_dim
                           else None)
         self.norm2 = group_norm(out_channels, groups)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
@@ -71,7 +84,9 @@ class ResBlock(nn.Module):
         h = self.norm2(h)
         if self.embedding is not None:
             scale, shift = self.embedding(activated_embedding)[:, :, None, None].chunk(2, dim=1)  # 2 x (B, C_out, 1, 1)
-            h = torch.addcmul(shift, h, 1 + scale)  # h * (1 + scale) + shift in one pass over h
+            # A multiply and an add, not one addcmul: ATen's CPU addcmul with two broadcast (B, C, 1, 1) operands is
+            # not vectorised: ~3x slower in float32 and 5-7x in bf16 at glyphs32's shapes (benchmarks/layer_forms.py).
+            h = h * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
@@ -90,12 +105,16 @@ class AttentionBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         B, C, H, W = x.shape
-        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
-        q, k, v = self.qkv(tokens).chunk(3, dim=2)  # 3 x (B, H*W, C)
-        q, k, v = (z.unflatten(2, (self.num_heads, -1)).transpose(1, 2) for z in (q, k, v))  # (B, heads, H*W, d)
+        heads, d = self.num_heads, C // self.num_heads
+        # The Linear layers act on every position's channels, so they run as 1 x 1 convolutions with the same
+        # weights, on the map itself: on a CPU that is ~2x faster than a matmul over the transposed (B, H*W, C)
+        # tokens in fp32 at (64, 96, 8, 8), 1.5x in bf16 (benchmarks/layer_forms.py); the weights keep their Linear
+        # shapes and names.
+        qkv = F.conv2d(self.norm(x), self.qkv.weight[:, :, None, None], self.qkv.bias)  # (B, 3C, H, W)
+        q, k, v = qkv.reshape(B, 3, heads, d, H * W).transpose(3, 4).unbind(1)  # 3 x (B, heads, H*W, d)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H*W, d), softmax(q k^T / sqrt(d)) v
-        out = self.proj(out.transpose(1, 2).flatten(2))  # (B, H*W, C)
-        return x + out.transpose(1, 2).reshape(B, C, H, W)
+        out = out.transpose(2, 3).reshape(B, C, H, W)  # head h's d values are channels h*d .. h*d + d - 1
+        return x + F.conv2d(out, self.proj.weight[:, :, None, None], self.proj.bias)
 
 
 class CrossAttentionBlock(nn.Module):
@@ -157,9 +176,9 @@ def nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
     """F.interpolate(x, size, mode="nearest"), done as one broadcast copy where size is (2h or 2h - 1, 2w or 2w - 1).
 
     Nearest picks source row floor(i * h / H); for H = 2h that is i // 2, and for H = 2h - 1 too (i * h / (2h - 1)
-    exceeds i / 2 by under a half for every i < H), so the result is each pixel repeated 2 x 2, cropped. ATen's CPU
-    kernel computes the same picks per element and ends in a copy: 2.4x slower at (64, 48, 16, 16) -> 32 x 32 on
-    a 2-core AMD EPYC. Other sizes go to F.interpolate. A channels-last x gives a channels-last result, as there.
+    exceeds i / 2 by under a half for every i < H), so the result is each pixel repeated 2 x 2, cropped, where ATen's
+    CPU kernel computes every pick and then copies. Other sizes go to F.interpolate. A channels-last x keeps its
+    channels innermost, as there.
     """
     B, C, h, w = x.shape
     H, W = size

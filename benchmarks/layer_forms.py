@@ -1,0 +1,96 @@
+"""Benchmark: equal computations in the forms the UNet's layers could take, timed side by side on this CPU.
+
+Each row is one computation written two ways that agree (checked before timing): the form diffkit's layers use and
+the obvious one it replaced. At the activation shapes of the glyphs32 network at the sampling batch (64), in float32
+and bf16, in inference mode, with the heap setting diffkit runs with (allocator.py). Prints a table; writes nothing.
+
+- scale-shift (ResBlock): `h * (1 + scale) + shift` against one `torch.addcmul`, whose CPU kernel with two
+  broadcast (B, C, 1, 1) operands is not vectorised;
+- attention projection (AttentionBlock): the Linear as a 1 x 1 convolution on the map against the Linear on the
+  transposed (B, H*W, C) tokens;
+- nearest 2x upsampling (Upsample): `layers.nearest`'s broadcast copy against F.interpolate;
+- dropout (ResBlock, training, p = 0.1 as fashion28, forward and backward): `layers.Dropout`'s uniform mask against
+  nn.Dropout's bernoulli_ (these two draw different masks: checked for the kept fraction and the scale instead).
+
+    python benchmarks/layer_forms.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from diffkit.allocator import configure_allocator
+from diffkit.nn.layers import Dropout, nearest
+
+
+def microseconds(function, calls: int = 50) -> float:
+    """Mean time of `calls` calls after three warm-up calls, in microseconds."""
+    for _ in range(3):
+        function()
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def forms(dtype: torch.dtype, generator: torch.Generator) -> list[tuple[str, tuple, object, object]]:
+    """(computation, shape, diffkit's form, the replaced form) at glyphs32's sampling shapes."""
+    rows = []
+    for shape in ((64, 24, 32, 32), (64, 48, 16, 16), (64, 96, 8, 8)):
+        h = torch.randn(shape, generator=generator).to(dtype)
+        scale, shift = (torch.randn(shape[0], shape[1], 1, 1, generator=generator).to(dtype) for _ in range(2))
+        rows.append(("scale-shift", shape, lambda h=h, s=scale, b=shift: h * (1 + s) + b,
+                     lambda h=h, s=scale, b=shift: torch.addcmul(b, h, 1 + s)))
+    x = torch.randn(64, 96, 8, 8, generator=generator).to(dtype)
+    weight, bias = (torch.randn(288, 96, generator=generator) / 10).to(dtype), torch.zeros(288, dtype=dtype)
+    rows.append(("attention qkv projection", tuple(x.shape),
+                 lambda: F.conv2d(x, weight[:, :, None, None], bias).flatten(2).transpose(1, 2),
+                 lambda: F.linear(x.flatten(2).transpose(1, 2), weight, bias)))
+    for shape in ((64, 96, 8, 8), (64, 48, 16, 16)):
+        small = torch.randn(shape, generator=generator).to(dtype)
+        size = (2 * shape[2], 2 * shape[3])
+        rows.append(("nearest 2x upsampling", shape, lambda s=small, z=size: nearest(s, z),
+                     lambda s=small, z=size: F.interpolate(s, size=z, mode="nearest")))
+    return rows
+
+
+def dropout_rows(generator: torch.Generator) -> list[str]:
+    """Table rows for dropout at p = 0.1 in training (forward and backward) at fashion28's first-level shape."""
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(128, 24, 28, 28, generator=generator).to(dtype).requires_grad_()
+        ours, theirs = Dropout(0.1), torch.nn.Dropout(0.1)
+        for layer in (ours, theirs):
+            out = layer(x).float()
+            kept = out != 0
+            assert abs(kept.float().mean().item() - 0.9) < 0.005  # P(keep) = 1 - p
+            torch.testing.assert_close(out[kept], x.float()[kept] / 0.9, atol=0.02, rtol=0.01)
+        fast, slow = (microseconds(lambda layer=layer: layer(x).sum().backward(), calls=20) for layer in (ours, theirs))
+        rows.append(f"| dropout, training | {str(dtype).removeprefix('torch.')} | {tuple(x.shape)} | {fast:.0f} | "
+                    f"{slow:.0f} | {slow / fast:.2f} |")
+    return rows
+
+
+def main() -> None:
+    """Check each pair agrees, time both forms, print a markdown table."""
+    configure_allocator()
+    generator = torch.Generator().manual_seed(0)
+    print("| computation | dtype | shape | diffkit's form us | replaced form us | speed-up |\n"
+          "|---|---|---|---:|---:|---:|")
+    for dtype in (torch.float32, torch.bfloat16):
+        # bf16 rounds the product before the add, or sums in another order: one bf16 step (2^-7 relative) at most
+        loose = {"atol": 0.05, "rtol": 0.02} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+        with torch.inference_mode():
+            for name, shape, ours, replaced in forms(dtype, generator):
+                torch.testing.assert_close(ours().float(), replaced().float(), **loose)
+                fast, slow = microseconds(ours), microseconds(replaced)
+                print(f"| {name} | {str(dtype).removeprefix('torch.')} | {shape} | {fast:.0f} | {slow:.0f} | "
+                      f"{slow / fast:.2f} |")
+    print("\n".join(dropout_rows(generator)))
+
+
+if __name__ == "__main__":
+    main()
