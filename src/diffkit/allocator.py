@@ -4,12 +4,12 @@ PyTorch's CPU tensors come from the C library's `malloc`. On Linux that is glibc
 M_MMAP_THRESHOLD bytes or more by mmap and unmaps it again on free, and hands the top of its heap back to the OS
 once M_TRIM_THRESHOLD bytes of it are free. Both thresholds are dynamic by default (from 128 KiB, rising to the
 largest block freed so far, at most 32 MiB), so the activations of a network evaluation (a few to tens of MB
-each, allocated and freed in the same pattern at every step) keep crossing them: the memory goes back to the OS
-after one evaluation and is faulted in again, page by page, by the next. A (64, 72, 32, 32) float32 activation
-is 4,608 pages; on a 2-core AMD EPYC that made glyphs32's SiLU on it 16 ms inside the network against 0.9 ms
-alone. Fixing the thresholds (mmap only above 32 MiB, glibc's largest; trim only past 1 GiB free) keeps that
-memory in the heap and reuses it, the way PyTorch's CUDA caching allocator does on a GPU. The cost: up to 1 GiB
-of freed memory may stay with the process instead of returning to the OS (never more than it once used).
+each, allocated and freed in the same pattern at every step) keep crossing them: the memory can go back to the OS
+after one evaluation and be faulted in again, page by page, by the next (a (64, 72, 32, 32) float32 activation is
+4,608 pages), or not, depending on where the process's other objects landed in the heap. Fixing the thresholds
+(mmap only above 32 MiB, glibc's largest; trim only past 1 GiB free) keeps that memory in the heap and reuses it,
+the way PyTorch's CUDA caching allocator does on a GPU. The cost: up to 1 GiB of freed memory may stay with the
+process instead of returning to the OS (never more than it once used).
 
 `configure_allocator()` sets both with glibc's `mallopt` (it takes effect at once, so it may run after torch is
 imported); it does nothing where the C library is not glibc, and leaves glibc alone when the user has tuned malloc
