@@ -373,6 +373,7 @@ def main() -> None:
                         help="config overrides for both networks, e.g. model.attention_levels=[] (attention's cost)")
     parser.add_argument("--twin", choices=TWINS, default="ddpm",
                         help="the diffusers twin's layout: DDPM's (1, 2, 2) x 2 blocks (default) or diffkit's own")
+    parser.add_argument("--out", type=Path, help="the JSON file (default: benchmarks/results/train_speed.json)")
     parser.add_argument("--one", nargs=4, metavar=("PRESET", "IMPLEMENTATION", "MODE", "KIND"))
     args = parser.parse_args()
     for mode in args.modes:
@@ -388,10 +389,10 @@ def main() -> None:
     machine = {"date": date.today().isoformat(), "cpu": machine_description(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "quick": args.quick, "overrides": args.set, "twin": args.twin,
                "repeats": args.repeats, "auto_precision": resolve_precision("auto", "cpu").name}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "train_speed_quick.json" if args.quick else "train_speed.json"
-    (RESULTS / name).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    print(f"wrote {RESULTS / name}")
+    out = args.out or RESULTS / ("train_speed_quick.json" if args.quick else "train_speed.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

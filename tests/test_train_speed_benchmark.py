@@ -79,3 +79,23 @@ def test_kinds_choose_what_is_measured(monkeypatch):
     rows = train_speed.measure_all(args)
     assert calls == [("diffkit", "sample"), ("diffkit", "loop"), ("diffusers", "sample")] * 2  # no diffusers loop
     assert [(row["implementation"], row["kind"]) for row in rows] == calls[:3]
+
+
+def test_paired_sampling_alternates_both_networks_in_one_process(monkeypatch):
+    import paired_sampling
+
+    order = []
+    real = paired_sampling.block_seconds
+
+    def recording(setting, inputs, evaluations):
+        order.append((setting.implementation, evaluations))
+        return real(setting, inputs, evaluations)
+
+    monkeypatch.setattr(paired_sampling, "block_seconds", recording)
+    row = paired_sampling.paired("glyphs32", "fp32", blocks=2, per_block=1, warmup=1)
+    assert order == [("diffkit", 1), ("diffusers", 1)] * 3  # a warm-up block each, then two alternating blocks
+    assert len(row["block_ratios"]) == 2 and row["batch_size"] == 64
+    assert row["allocator"] in ("tuned", "default")
+    line = paired_sampling.table([{**row, "diffkit_images_per_second": 300.0, "diffusers_images_per_second": 200.0,
+                                   "block_ratios": [1.4, 1.6]}]).splitlines()[-1]
+    assert line == "| glyphs32 | fp32 | 300.0 | 200.0 | 1.50 | 1.40-1.60 |"

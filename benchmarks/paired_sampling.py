@@ -1,0 +1,97 @@
+"""Benchmark: diffkit's and diffusers' network evaluations in one process, in alternating blocks, per preset and mode.
+
+`train_speed.py` measures each network in its own process (its own peak memory and compile cache), where the
+2-core machine's speed drifts between processes by up to ~20%. Here both networks live in one process and take
+turns, `--per-block` evaluations at a time, so a slow spell falls on both: every block pair gives a ratio, and the
+table shows the median of each network's block times and the spread of the ratios. The networks, inputs, levers
+and heap setting are train_speed's own (`Setting`, `evaluation`), so a mode means the same thing in both.
+
+    python benchmarks/paired_sampling.py                                   # glyphs32 and fashion28, fp32 and bf16
+    python benchmarks/paired_sampling.py --modes fp32+model bf16+model      # whole-model torch.compile, both networks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from quality import machine_description
+from train_speed import PRESETS, RESULTS, Setting, evaluation, parse_mode
+
+
+def block_seconds(setting: Setting, inputs: tuple, evaluations: int) -> float:
+    """Seconds per network evaluation over one block of `evaluations`."""
+    start = time.perf_counter()
+    for _ in range(evaluations):
+        evaluation(setting, *inputs)
+    return (time.perf_counter() - start) / evaluations
+
+
+def paired(preset: str, mode: str, blocks: int, per_block: int, warmup: int) -> dict:
+    """Both networks of (preset, mode) in this process, `blocks` alternating blocks after `warmup` evaluations each."""
+    settings = {name: Setting(preset, name, mode, False, []) for name in ("diffkit", "diffusers")}
+    for setting in settings.values():
+        setting.network.eval().requires_grad_(False)
+    batch = settings["diffkit"].config.sample.n
+    x, y = settings["diffkit"].inputs(batch, torch.Generator().manual_seed(0))
+    t = torch.randint(0, settings["diffkit"].config.diffusion.T, (batch,), generator=torch.Generator().manual_seed(1))
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for setting in settings.values():
+            block_seconds(setting, (x, t, y), warmup)  # compiles, for a compiled mode
+        warmup_seconds = time.perf_counter() - start
+        for _ in range(blocks):
+            for name, setting in settings.items():
+                times[name].append(block_seconds(setting, (x, t, y), per_block))
+    ratios = [theirs / ours for ours, theirs in zip(times["diffkit"], times["diffusers"])]
+    return {"preset": preset, "mode": mode, "batch_size": batch, "allocator": settings["diffkit"].allocator,
+            "diffkit_images_per_second": batch / statistics.median(times["diffkit"]),
+            "diffusers_images_per_second": batch / statistics.median(times["diffusers"]),
+            "block_ratios": ratios, "warmup_seconds": warmup_seconds}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: per (preset, mode) both networks' img/s per evaluation, their ratio and the block ratios' range."""
+    lines = ["| preset | mode | diffkit img/s/NFE | diffusers img/s/NFE | ratio | block ratios (min-max) |",
+             "|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        ours, theirs = row["diffkit_images_per_second"], row["diffusers_images_per_second"]
+        lines.append(f"| {row['preset']} | {row['mode']} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | "
+                     f"{min(row['block_ratios']):.2f}-{max(row['block_ratios']):.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Measure every (preset, mode), print the table and write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["glyphs32", "fashion28"], choices=PRESETS)
+    parser.add_argument("--modes", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--blocks", type=int, default=7, help="alternating blocks per network")
+    parser.add_argument("--per-block", type=int, default=5, help="evaluations in one block")
+    parser.add_argument("--warmup", type=int, default=3, help="evaluations before timing (a compiled mode compiles)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "paired_sampling.json")
+    args = parser.parse_args()
+    for mode in args.modes:
+        parse_mode(mode)
+    rows = []
+    for preset in args.presets:
+        for mode in args.modes:
+            rows.append(paired(preset, mode, args.blocks, args.per_block, args.warmup))
+            print(json.dumps(rows[-1]), flush=True)
+    print(table(rows))
+    machine = {"date": date.today().isoformat(), "cpu": machine_description(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "blocks": args.blocks, "per_block": args.per_block}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
