@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from diffkit.errors import DiffkitError
 from diffkit.nn import AttentionBlock, Downsample, UNet, UNetConfig, Upsample, timestep_embedding
-from diffkit.nn.layers import Dropout, group_norm, nearest
+from diffkit.nn.layers import Dropout, ResBlock, group_norm, nearest
 
 # A few-thousand-parameter UNet so every test runs in well under a second on a shared CPU.
 TINY = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2, groups=4)
@@ -95,6 +95,19 @@ def test_downsample_then_upsample_restores_exact_size(size):
     down = Downsample(4)(x)
     assert down.shape[-2:] == (math.ceil(size / 2), math.ceil((size + 1) / 2))
     assert Upsample(4)(down, size=x.shape[-2:]).shape == x.shape
+
+
+@pytest.mark.parametrize("in_channels", [8, 12])  # identity skip and 1 x 1 skip
+def test_resblock_without_autograd_computes_in_place_the_same_numbers(in_channels):
+    torch.manual_seed(0)
+    block = ResBlock(in_channels, 8, embedding_dim=16, dropout=0.0, groups=4)
+    torch.nn.init.normal_(block.conv2.weight, std=0.1)  # not the zero start, so every op shows
+    x, embedding = torch.randn(2, in_channels, 5, 6), torch.randn(2, 16)
+    kept = x.clone()
+    with torch.no_grad():
+        fast = block(x, embedding)  # the sampling path: temporaries overwritten in place
+    assert torch.equal(x, kept)  # never the input
+    assert torch.equal(fast, block(x, embedding))  # the autograd path, bit for bit
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -80,15 +80,17 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, activated_embedding: Tensor | None = None) -> Tensor:
         """(B, C_in, H, W), SiLU(embedding) (B, E) or None -> (B, C_out, H, W)."""
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
+        # Without autograd (sampling) the temporaries are overwritten in place: nothing needs them afterwards.
+        free = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=free))  # (B, C_out, H, W)
         h = self.norm2(h)
         if self.embedding is not None:
             scale, shift = self.embedding(activated_embedding)[:, :, None, None].chunk(2, dim=1)  # 2 x (B, C_out, 1, 1)
             # A multiply and an add, not one addcmul: ATen's CPU addcmul with two broadcast (B, C, 1, 1) operands is
             # not vectorised: ~3x slower in float32 and 5-7x in bf16 at glyphs32's shapes (benchmarks/layer_forms.py).
-            h = h * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
+            h = h.mul_(1 + scale).add_(shift) if free else h * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h, inplace=free)))
+        return h.add_(self.skip(x)) if free else self.skip(x) + h
 
 
 class AttentionBlock(nn.Module):
