@@ -46,8 +46,8 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 class Dropout(nn.Dropout):
     """nn.Dropout's maths (each value kept with probability 1 - p and scaled by 1 / (1 - p), zero otherwise), its mask
-    drawn as uniform >= p from the same global generator: ATen's CPU bernoulli_ is ~1.8x slower than a uniform draw
-    (benchmarks/layer_forms.py)."""
+    drawn as uniform >= p from the same global generator: with ATen's CPU bernoulli_ the layer is 1.6-1.9x slower,
+    forward and backward (benchmarks/layer_forms.py)."""
 
     def forward(self, x: Tensor) -> Tensor:
         """x in training (masked and rescaled), x itself in eval mode or at p = 0."""
@@ -110,8 +110,8 @@ class AttentionBlock(nn.Module):
         heads, d = self.num_heads, C // self.num_heads
         # Channels first throughout, as guided-diffusion's QKVAttention: the Linear layers act on every position's
         # channels, so they run as 1 x 1 convolutions of the map with the Linear's own weights, and q, k, v stay
-        # (B * heads, d, H*W), which both matmuls read without a transposed copy. On a CPU this block is 1.4x (fp32)
-        # and 1.8x (bf16) faster than Linear layers over (B, H*W, C) tokens with SDPA (benchmarks/layer_forms.py).
+        # (B * heads, d, H*W), which both matmuls read without a transposed copy. On a CPU this block is 1.17x (fp32)
+        # and 1.55x (bf16) faster than Linear layers over (B, H*W, C) tokens with SDPA (benchmarks/layer_forms.py).
         qkv = F.conv2d(self.norm(x), self.qkv.weight[:, :, None, None], self.qkv.bias)  # (B, 3C, H, W)
         q, k, v = qkv.reshape(B, 3, heads, d, H * W).unbind(1)  # 3 x (B, heads, d, H*W)
         q, k, v = (z.reshape(B * heads, d, H * W) for z in (q, k, v))  # head h reads channels h*d .. h*d + d - 1
