@@ -8,6 +8,7 @@ and heap setting are train_speed's own (`Setting`, `evaluation`), so a mode mean
 
     python benchmarks/paired_sampling.py                                   # glyphs32 and fashion28, fp32 and bf16
     python benchmarks/paired_sampling.py --modes fp32+model bf16+model      # whole-model torch.compile, both networks
+    python benchmarks/paired_sampling.py --kind step                        # the bare training step, paired alike
 """
 
 from __future__ import annotations
@@ -17,41 +18,54 @@ import json
 import statistics
 import time
 from datetime import date
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from quality import machine_description
-from train_speed import PRESETS, RESULTS, Setting, evaluation, parse_mode
+from train_speed import PRESETS, RESULTS, Setting, evaluation, parse_mode, training_step
 
 
-def block_seconds(setting: Setting, inputs: tuple, evaluations: int) -> float:
-    """Seconds per network evaluation over one block of `evaluations`."""
+def block_seconds(setting: Setting, work: Callable[[], None], count: int) -> float:
+    """Seconds per call of `work` (one evaluation or one training step of `setting`) over a block of `count`."""
     start = time.perf_counter()
-    for _ in range(evaluations):
-        evaluation(setting, *inputs)
-    return (time.perf_counter() - start) / evaluations
+    for _ in range(count):
+        work()
+    return (time.perf_counter() - start) / count
 
 
-def paired(preset: str, mode: str, blocks: int, per_block: int, warmup: int) -> dict:
-    """Both networks of (preset, mode) in this process, `blocks` alternating blocks after `warmup` evaluations each."""
-    settings = {name: Setting(preset, name, mode, False, []) for name in ("diffkit", "diffusers")}
+def sampling_works(settings: dict[str, Setting]) -> tuple[int, dict[str, Callable[[], None]]]:
+    """(batch, per network one sampling evaluation at the preset's sample.n, the same inputs for both)."""
     for setting in settings.values():
         setting.network.eval().requires_grad_(False)
     batch = settings["diffkit"].config.sample.n
     x, y = settings["diffkit"].inputs(batch, torch.Generator().manual_seed(0))
     t = torch.randint(0, settings["diffkit"].config.diffusion.T, (batch,), generator=torch.Generator().manual_seed(1))
+    return batch, {name: partial(evaluation, setting, x, t, y) for name, setting in settings.items()}
+
+
+def paired(preset: str, mode: str, blocks: int, per_block: int, warmup: int, kind: str = "sample") -> dict:
+    """Both networks of (preset, mode) in this process, `blocks` alternating blocks after `warmup` calls each; kind
+    "sample" times a network evaluation in inference mode, "step" train_speed's bare training step."""
+    settings = {name: Setting(preset, name, mode, False, []) for name in ("diffkit", "diffusers")}
+    if kind == "sample":
+        batch, works = sampling_works(settings)
+    else:
+        batch, works = settings["diffkit"].config.train.batch_size, {n: training_step(s) for n, s in settings.items()}
     times: dict[str, list[float]] = {name: [] for name in settings}
-    with torch.inference_mode():
+    with torch.inference_mode(kind == "sample"):
         start = time.perf_counter()
-        for setting in settings.values():
-            block_seconds(setting, (x, t, y), warmup)  # compiles, for a compiled mode
+        for name, setting in settings.items():
+            block_seconds(setting, works[name], warmup)  # compiles, for a compiled mode
         warmup_seconds = time.perf_counter() - start
         for _ in range(blocks):
             for name, setting in settings.items():
-                times[name].append(block_seconds(setting, (x, t, y), per_block))
+                times[name].append(block_seconds(setting, works[name], per_block))
     ratios = [theirs / ours for ours, theirs in zip(times["diffkit"], times["diffusers"])]
-    return {"preset": preset, "mode": mode, "batch_size": batch, "allocator": settings["diffkit"].allocator,
+    return {"preset": preset, "mode": mode, "kind": kind, "batch_size": batch,
+            "allocator": settings["diffkit"].allocator,
             "diffkit_images_per_second": batch / statistics.median(times["diffkit"]),
             "diffusers_images_per_second": batch / statistics.median(times["diffusers"]),
             "block_ratios": ratios, "warmup_seconds": warmup_seconds}
@@ -59,11 +73,12 @@ def paired(preset: str, mode: str, blocks: int, per_block: int, warmup: int) -> 
 
 def table(rows: list[dict]) -> str:
     """Markdown: per (preset, mode) both networks' img/s per evaluation, their ratio and the block ratios' range."""
-    lines = ["| preset | mode | diffkit img/s/NFE | diffusers img/s/NFE | ratio | block ratios (min-max) |",
-             "|---|---|---:|---:|---:|---|"]
+    lines = ["| preset | mode | kind | diffkit img/s | diffusers img/s | ratio | block ratios (min-max) |",
+             "|---|---|---|---:|---:|---:|---|"]
     for row in rows:
         ours, theirs = row["diffkit_images_per_second"], row["diffusers_images_per_second"]
-        lines.append(f"| {row['preset']} | {row['mode']} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | "
+        lines.append(f"| {row['preset']} | {row['mode']} | {row.get('kind', 'sample')} | {ours:.1f} | {theirs:.1f} | "
+                     f"{ours / theirs:.2f} | "
                      f"{min(row['block_ratios']):.2f}-{max(row['block_ratios']):.2f} |")
     return "\n".join(lines)
 
@@ -76,21 +91,24 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=7, help="alternating blocks per network")
     parser.add_argument("--per-block", type=int, default=5, help="evaluations in one block")
     parser.add_argument("--warmup", type=int, default=3, help="evaluations before timing (a compiled mode compiles)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "paired_sampling.json")
+    parser.add_argument("--kind", choices=("sample", "step"), default="sample",
+                        help="a sampling evaluation (img/s per NFE) or the bare training step")
+    parser.add_argument("--out", type=Path, default=None, help="default results/paired_sampling.json (paired_step)")
     args = parser.parse_args()
     for mode in args.modes:
         parse_mode(mode)
     rows = []
     for preset in args.presets:
         for mode in args.modes:
-            rows.append(paired(preset, mode, args.blocks, args.per_block, args.warmup))
+            rows.append(paired(preset, mode, args.blocks, args.per_block, args.warmup, args.kind))
             print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
     machine = {"date": date.today().isoformat(), "cpu": machine_description(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "blocks": args.blocks, "per_block": args.per_block}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    print(f"wrote {args.out}")
+    out = args.out or RESULTS / ("paired_sampling.json" if args.kind == "sample" else "paired_step.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -81,21 +81,34 @@ def test_kinds_choose_what_is_measured(monkeypatch):
     assert [(row["implementation"], row["kind"]) for row in rows] == calls[:3]
 
 
-def test_paired_sampling_alternates_both_networks_in_one_process(monkeypatch):
+def paired_order(monkeypatch, kind: str) -> tuple[list, dict]:
+    """paired_sampling.paired over glyphs32 fp32 (two blocks of one call), recording which network ran each block."""
     import paired_sampling
 
     order = []
     real = paired_sampling.block_seconds
 
-    def recording(setting, inputs, evaluations):
-        order.append((setting.implementation, evaluations))
-        return real(setting, inputs, evaluations)
+    def recording(setting, work, count):
+        order.append((setting.implementation, count, setting.network.training))
+        return real(setting, work, count)
 
     monkeypatch.setattr(paired_sampling, "block_seconds", recording)
-    row = paired_sampling.paired("glyphs32", "fp32", blocks=2, per_block=1, warmup=1)
-    assert order == [("diffkit", 1), ("diffusers", 1)] * 3  # a warm-up block each, then two alternating blocks
-    assert len(row["block_ratios"]) == 2 and row["batch_size"] == 64
+    return order, paired_sampling.paired("glyphs32", "fp32", blocks=2, per_block=1, warmup=1, kind=kind)
+
+
+def test_paired_sampling_alternates_both_networks_in_one_process(monkeypatch):
+    import paired_sampling
+
+    order, row = paired_order(monkeypatch, "sample")
+    assert order == [("diffkit", 1, False), ("diffusers", 1, False)] * 3  # a warm-up block each, then two blocks
+    assert len(row["block_ratios"]) == 2 and row["batch_size"] == 64 and row["kind"] == "sample"
     assert row["allocator"] in ("tuned", "default")
     line = paired_sampling.table([{**row, "diffkit_images_per_second": 300.0, "diffusers_images_per_second": 200.0,
                                    "block_ratios": [1.4, 1.6]}]).splitlines()[-1]
-    assert line == "| glyphs32 | fp32 | 300.0 | 200.0 | 1.50 | 1.40-1.60 |"
+    assert line == "| glyphs32 | fp32 | sample | 300.0 | 200.0 | 1.50 | 1.40-1.60 |"
+
+
+def test_paired_step_trains_both_networks(monkeypatch):
+    order, row = paired_order(monkeypatch, "step")
+    assert order == [("diffkit", 1, True), ("diffusers", 1, True)] * 3
+    assert row["kind"] == "step" and row["batch_size"] == 64 and all(r > 0 for r in row["block_ratios"])
