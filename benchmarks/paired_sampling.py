@@ -25,15 +25,12 @@ from typing import Callable
 import torch
 
 from quality import machine_description
-from train_speed import PRESETS, RESULTS, Setting, evaluation, parse_mode, training_step
+from train_speed import PRESETS, RESULTS, Setting, evaluation, parse_mode, timed, training_step
 
 
 def block_seconds(setting: Setting, work: Callable[[], None], count: int) -> float:
     """Seconds per call of `work` (one evaluation or one training step of `setting`) over a block of `count`."""
-    start = time.perf_counter()
-    for _ in range(count):
-        work()
-    return (time.perf_counter() - start) / count
+    return timed(work, 0, count)[1]
 
 
 def sampling_works(settings: dict[str, Setting]) -> tuple[int, dict[str, Callable[[], None]]]:
@@ -72,12 +69,13 @@ def paired(preset: str, mode: str, blocks: int, per_block: int, warmup: int, kin
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: per (preset, mode) both networks' img/s per evaluation, their ratio and the block ratios' range."""
+    """Markdown: per (preset, mode, kind) both networks' img/s (per evaluation or per training step), their ratio and
+    the block ratios' range."""
     lines = ["| preset | mode | kind | diffkit img/s | diffusers img/s | ratio | block ratios (min-max) |",
              "|---|---|---|---:|---:|---:|---|"]
     for row in rows:
         ours, theirs = row["diffkit_images_per_second"], row["diffusers_images_per_second"]
-        lines.append(f"| {row['preset']} | {row['mode']} | {row.get('kind', 'sample')} | {ours:.1f} | {theirs:.1f} | "
+        lines.append(f"| {row['preset']} | {row['mode']} | {row['kind']} | {ours:.1f} | {theirs:.1f} | "
                      f"{ours / theirs:.2f} | "
                      f"{min(row['block_ratios']):.2f}-{max(row['block_ratios']):.2f} |")
     return "\n".join(lines)
@@ -89,8 +87,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["glyphs32", "fashion28"], choices=PRESETS)
     parser.add_argument("--modes", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--blocks", type=int, default=7, help="alternating blocks per network")
-    parser.add_argument("--per-block", type=int, default=5, help="evaluations in one block")
-    parser.add_argument("--warmup", type=int, default=3, help="evaluations before timing (a compiled mode compiles)")
+    parser.add_argument("--per-block", type=int, default=5, help="evaluations or training steps in one block")
+    parser.add_argument("--warmup", type=int, default=3, help="calls before timing (a compiled mode compiles)")
     parser.add_argument("--kind", choices=("sample", "step"), default="sample",
                         help="a sampling evaluation (img/s per NFE) or the bare training step")
     parser.add_argument("--out", type=Path, default=None, help="default results/paired_sampling.json (paired_step)")
