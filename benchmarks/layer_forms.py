@@ -8,7 +8,9 @@ and bf16, in inference mode, with the heap setting diffkit runs with (allocator.
   broadcast (B, C, 1, 1) operands is not vectorised;
 - self-attention (AttentionBlock at 8 x 8, 96 channels, 4 heads): channels first (1 x 1 convolutions, two bmm)
   against Linear layers over the (B, H*W, C) tokens with F.scaled_dot_product_attention;
-- nearest 2x upsampling (Upsample): `layers.nearest`'s broadcast copy against F.interpolate;
+- nearest 2x upsampling: `layers.nearest`'s broadcast copy against F.interpolate (Upsample at odd sizes);
+- Upsample (nearest 2x then a 3 x 3 conv), in inference and in training (forward and backward): `subpixel_conv`'s
+  four 2 x 2 phase convolutions of the small map against the conv of the repeated map;
 - dropout (ResBlock, training, p = 0.1 as fashion28, forward and backward): `layers.Dropout`'s uniform mask against
   nn.Dropout's bernoulli_ (these two draw different masks: checked for the kept fraction and the scale instead).
 
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from diffkit.allocator import configure_allocator
-from diffkit.nn.layers import AttentionBlock, Dropout, nearest
+from diffkit.nn.layers import AttentionBlock, Dropout, nearest, subpixel_conv
 
 
 def microseconds(function, calls: int = 50) -> float:
@@ -62,6 +64,31 @@ def forms(dtype: torch.dtype, generator: torch.Generator) -> list[tuple[str, tup
         size = (2 * shape[2], 2 * shape[3])
         rows.append(("nearest 2x upsampling", shape, lambda s=small, z=size: nearest(s, z),
                      lambda s=small, z=size: F.interpolate(s, size=z, mode="nearest")))
+        weight, bias = upsample_weights(shape[1], dtype, generator)
+        rows.append(("Upsample (nearest 2x, 3x3 conv)", shape, lambda s=small, w=weight, b=bias: subpixel_conv(s, w, b),
+                     lambda s=small, z=size, w=weight, b=bias: F.conv2d(nearest(s, z), w, b, padding=1)))
+    return rows
+
+
+def upsample_weights(channels: int, dtype: torch.dtype, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """An Upsample conv's weight (C, C, 3, 3) and bias (C,) at PyTorch's default scale."""
+    weight = torch.randn(channels, channels, 3, 3, generator=generator).mul_((9 * channels) ** -0.5).to(dtype)
+    return weight, torch.randn(channels, generator=generator).mul_(0.1).to(dtype)
+
+
+def upsample_training_rows(generator: torch.Generator) -> list[str]:
+    """Table rows for Upsample in training (forward and backward) at glyphs32's and fashion28's training shapes."""
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for shape in ((64, 96, 8, 8), (64, 48, 16, 16), (128, 96, 7, 7), (128, 48, 14, 14)):
+            x = torch.randn(shape, generator=generator).to(dtype).requires_grad_()
+            weight, bias = (part.requires_grad_() for part in upsample_weights(shape[1], dtype, generator))
+            size = (2 * shape[2], 2 * shape[3])
+            upstream = torch.randn(shape[0], shape[1], *size, generator=generator).to(dtype)
+            fast, slow = (microseconds(lambda form=form: form().backward(upstream), calls=20) for form in (
+                lambda: subpixel_conv(x, weight, bias), lambda: F.conv2d(nearest(x, size), weight, bias, padding=1)))
+            rows.append(f"| Upsample, training | {str(dtype).removeprefix('torch.')} | {shape} | {fast:.0f} | "
+                        f"{slow:.0f} | {slow / fast:.2f} |")
     return rows
 
 
@@ -97,7 +124,7 @@ def main() -> None:
                 fast, slow = microseconds(ours), microseconds(replaced)
                 print(f"| {name} | {str(dtype).removeprefix('torch.')} | {shape} | {fast:.0f} | {slow:.0f} | "
                       f"{slow / fast:.2f} |")
-    print("\n".join(dropout_rows(generator)))
+    print("\n".join(dropout_rows(generator) + upsample_training_rows(generator)))
 
 
 if __name__ == "__main__":

@@ -142,6 +142,45 @@ def test_nearest_is_interpolate_exactly(source, target, channels_last):
         assert result.stride(1) == 1 and expected.stride(1) == 1
 
 
+@pytest.mark.parametrize("source, target", [((4, 5), (8, 10)), ((1, 1), (2, 2)), ((3, 2), (5, 4)), ((4, 4), (7, 8))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_is_conv_of_interpolate_in_values_and_gradients(source, target, channels_last):
+    # Exact 2x runs as four 2 x 2 phase convolutions (subpixel_conv), odd sizes as the conv of the repeated map:
+    # both must be conv3x3(F.interpolate(nearest)), forward and backward, to float64 rounding.
+    generator = torch.Generator().manual_seed(0)
+    layer = Upsample(6).double()
+    with torch.no_grad():
+        layer.conv.weight.normal_(generator=generator)
+        layer.conv.bias.normal_(generator=generator)
+    x = torch.randn(2, 6, *source, generator=generator, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    expected = layer.conv(F.interpolate(x, size=target, mode="nearest"))
+    result = layer(x, size=target)
+    torch.testing.assert_close(result, expected, rtol=1e-12, atol=1e-12)
+    if channels_last and source != (1, 1):  # the layout lever's channels stay innermost (a 1 x 1 map has no layout)
+        assert result.is_contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    wanted = torch.autograd.grad(expected, (x, layer.conv.weight, layer.conv.bias), upstream)
+    got = torch.autograd.grad(result, (x, layer.conv.weight, layer.conv.bias), upstream)
+    for ours, theirs in zip(got, wanted):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_subpixel_upsample_under_bf16_autocast_matches_float32():
+    generator = torch.Generator().manual_seed(1)
+    layer = Upsample(16)
+    torch.nn.init.normal_(layer.conv.weight, std=0.1, generator=generator)
+    x = torch.randn(4, 16, 8, 8, generator=generator)
+    expected = layer.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = layer(x, size=(16, 16))
+    assert result.dtype == torch.bfloat16
+    # the phase weights are summed in float32, then rounded once: bf16's 2^-8 relative steps, not more
+    torch.testing.assert_close(result.float(), expected, rtol=0.02, atol=0.03)
+
+
 # --- UNet shapes and conditioning ---------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 Follows DDPM (Ho et al. 2020) and improved DDPM (Nichol & Dhariwal 2021): GroupNorm + SiLU
 residual blocks conditioned by scale-shift of the second norm, multi-head self-attention at
-chosen resolutions, strided-conv downsampling and nearest + conv upsampling.
+chosen resolutions, strided-conv downsampling and nearest + conv upsampling (run as sub-pixel convolutions).
 """
 
 from __future__ import annotations
@@ -172,7 +172,46 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         """(B, C, h, w) -> (B, C, *size)."""
+        h, w = x.shape[-2:]
+        if tuple(size) == (2 * h, 2 * w):
+            return subpixel_conv(x, self.conv.weight, self.conv.bias)
+        # An odd size crops the repeated map before the conv, whose zero padding then differs from the source's:
+        # the sub-pixel form does not hold there.
         return self.conv(nearest(x, tuple(size)))
+
+
+def _phase_taps(kernel: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """A 3-tap kernel axis `dim` folded onto the 2 source pixels each output phase reads: (first, middle + last) for
+    the even outputs 2i (source i - 1, i), (first + middle, last) for the odd ones 2i + 1 (source i, i + 1)."""
+    first, middle, last = kernel.unbind(dim)
+    return torch.stack([first, middle + last], dim), torch.stack([first + middle, last], dim)
+
+
+def subpixel_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv3x3(nearest 2x(x), weight, bias, padding 1) as four 2 x 2 convolutions of x, one per output phase.
+
+    Output pixel (2i + a, 2j + b) of the 3 x 3 conv over the repeated map reads source rows i - 1, i (a = 0) or i, i + 1
+    (a = 1), and the same for columns, so each phase is a 2 x 2 conv of x with the taps that land on one source pixel
+    summed (`_phase_taps`); the zero padding of x is the repeated map's, as the map's border rows copy no pixel
+    outside it. 16 multiply-adds per source pixel and channel pair instead of 36, and no (B, C, 2h, 2w) repeated
+    copy: 1.1-2.1x faster in training (forward and backward) and 1.2-1.5x in inference at glyphs32's and fashion28's
+    shapes (benchmarks/layer_forms.py, AMD EPYC, 2026-12-07).
+    The folded weights are sums of weight's own entries, so its gradient flows through them.
+    """
+    B, _, h, w = x.shape
+    # A channels-last x gets a channels-last result: the phases are interleaved in the (B, H, W, C) order.
+    last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    padded = F.pad(x, (1, 1, 1, 1))  # (B, C, h + 2, w + 2)
+    rows = []
+    for a, row_kernel in enumerate(_phase_taps(weight, 2)):  # (O, C, 2, 3)
+        phases = [F.conv2d(padded[:, :, a : a + h + 1, b : b + w + 1], kernel, bias)  # (B, O, h, w)
+                  for b, kernel in enumerate(_phase_taps(row_kernel, 3))]
+        if last:
+            phases = [phase.permute(0, 2, 3, 1) for phase in phases]  # (B, h, w, O)
+        rows.append(torch.stack(phases, dim=3 if last else 4))  # (B, h, w, 2, O) or (B, O, h, w, 2)
+    if last:
+        return torch.stack(rows, dim=2).reshape(B, 2 * h, 2 * w, -1).permute(0, 3, 1, 2)  # (B, O, 2h, 2w)
+    return torch.stack(rows, dim=3).reshape(B, -1, 2 * h, 2 * w)  # (B, O, h, 2, w, 2) -> (B, O, 2h, 2w)
 
 
 def nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
