@@ -87,9 +87,13 @@ def upsample_training_rows(generator: torch.Generator) -> list[str]:
             upstream = torch.randn(shape[0], shape[1], *size, generator=generator).to(dtype)
             fast, slow = (microseconds(lambda form=form: form().backward(upstream), calls=20) for form in (
                 lambda: subpixel_conv(x, weight, bias), lambda: F.conv2d(nearest(x, size), weight, bias, padding=1)))
-            rows.append(f"| Upsample, training | {str(dtype).removeprefix('torch.')} | {shape} | {fast:.0f} | "
-                        f"{slow:.0f} | {slow / fast:.2f} |")
+            rows.append(table_row("Upsample, training", dtype, shape, fast, slow))
     return rows
+
+
+def table_row(name: str, dtype: torch.dtype, shape: tuple, fast: float, slow: float) -> str:
+    """One markdown row: the computation, dtype, shape, both forms' microseconds and the speed-up."""
+    return f"| {name} | {str(dtype).removeprefix('torch.')} | {shape} | {fast:.0f} | {slow:.0f} | {slow / fast:.2f} |"
 
 
 def dropout_rows(generator: torch.Generator) -> list[str]:
@@ -104,8 +108,7 @@ def dropout_rows(generator: torch.Generator) -> list[str]:
             assert abs(kept.float().mean().item() - 0.9) < 0.005  # P(keep) = 1 - p
             torch.testing.assert_close(out[kept], x.float()[kept] / 0.9, atol=0.02, rtol=0.01)
         fast, slow = (microseconds(lambda layer=layer: layer(x).sum().backward(), calls=20) for layer in (ours, theirs))
-        rows.append(f"| dropout, training | {str(dtype).removeprefix('torch.')} | {tuple(x.shape)} | {fast:.0f} | "
-                    f"{slow:.0f} | {slow / fast:.2f} |")
+        rows.append(table_row("dropout, training", dtype, tuple(x.shape), fast, slow))
     return rows
 
 
@@ -122,8 +125,7 @@ def main() -> None:
             for name, shape, ours, replaced in forms(dtype, generator):
                 torch.testing.assert_close(ours().float(), replaced().float(), **loose)
                 fast, slow = microseconds(ours), microseconds(replaced)
-                print(f"| {name} | {str(dtype).removeprefix('torch.')} | {shape} | {fast:.0f} | {slow:.0f} | "
-                      f"{slow / fast:.2f} |")
+                print(table_row(name, dtype, shape, fast, slow))
     print("\n".join(dropout_rows(generator) + upsample_training_rows(generator)))
 
 

@@ -194,13 +194,13 @@ def subpixel_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     (a = 1), and the same for columns, so each phase is a 2 x 2 conv of x with the taps that land on one source pixel
     summed (`_phase_taps`); the zero padding of x is the repeated map's, as the map's border rows copy no pixel
     outside it. 16 multiply-adds per source pixel and channel pair instead of 36, and no (B, C, 2h, 2w) repeated
-    copy: 1.1-2.1x faster in training (forward and backward) and 1.2-1.5x in inference at glyphs32's and fashion28's
-    shapes (benchmarks/layer_forms.py, AMD EPYC, 2026-12-07).
+    copy: 1.1-2.1x faster in training (forward and backward) and 1.1-1.6x in inference at glyphs32's and fashion28's
+    shapes (benchmarks/layer_forms.py, three runs, AMD EPYC, 2026-12-07).
     The folded weights are sums of weight's own entries, so its gradient flows through them.
     """
     B, _, h, w = x.shape
     # A channels-last x gets a channels-last result: the phases are interleaved in the (B, H, W, C) order.
-    last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    last = _channels_last(x)
     padded = F.pad(x, (1, 1, 1, 1))  # (B, C, h + 2, w + 2)
     rows = []
     for a, row_kernel in enumerate(_phase_taps(weight, 2)):  # (O, C, 2, 3)
@@ -212,6 +212,11 @@ def subpixel_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     if last:
         return torch.stack(rows, dim=2).reshape(B, 2 * h, 2 * w, -1).permute(0, 3, 1, 2)  # (B, O, 2h, 2w)
     return torch.stack(rows, dim=3).reshape(B, -1, 2 * h, 2 * w)  # (B, O, h, 2, w, 2) -> (B, O, 2h, 2w)
+
+
+def _channels_last(x: Tensor) -> bool:
+    """Whether x is laid out channels-last and not also plain contiguous (as a 1 x 1 map or one channel is)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -226,7 +231,7 @@ def nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
     H, W = size
     if H not in (2 * h, 2 * h - 1) or W not in (2 * w, 2 * w - 1):
         return F.interpolate(x, size=size, mode="nearest")
-    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+    if not _channels_last(x):
         repeated = x[:, :, :, None, :, None].expand(B, C, h, 2, w, 2).reshape(B, C, 2 * h, 2 * w)  # (B, C, 2h, 2w)
     else:  # repeat in the (B, H, W, C) order the memory has
         pixels = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(B, h, 2, w, 2, C)
