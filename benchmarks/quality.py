@@ -39,6 +39,7 @@ from diffkit.evaluate.protocol import (
     reference_subset,
     train_dataset_classifier,
 )
+from diffkit.precision import cpu_bf16_flags
 from diffkit.sampling import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,12 +255,20 @@ def filled_settings(args: argparse.Namespace, full: dict, quick: dict) -> argpar
 
 
 def machine_description() -> str:
-    """Architecture, processor model (from /proc/cpuinfo where there is one) and core count."""
+    """Architecture, processor model, family and model numbers (from /proc/cpuinfo where there is one), core count,
+    ATen's vector instruction set and the native-bf16 flags: the same model name ("AMD EPYC") has come with and
+    without AVX-512 and bf16 on different days, and the speeds differ by several times."""
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    processor = names[0] if names else (platform.processor() or "unknown processor")
-    return f"{platform.machine()} {processor}, {os.cpu_count()} cores"
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    processor = fields.get("model name") or platform.processor() or "unknown processor"
+    if "cpu family" in fields:
+        processor += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    bf16 = " and ".join(flag.upper() for flag in cpu_bf16_flags()) or "no native bf16"
+    return (f"{platform.machine()} {processor}, {os.cpu_count()} cores, "
+            f"{torch.backends.cpu.get_cpu_capability()}, {bf16}")
 
 
 def write_report(report: dict, stem: Path) -> None:
