@@ -102,15 +102,17 @@ def summary(lines: list[str]) -> dict:
     by_kind: dict[str, float] = defaultdict(float)
     padded_pairs: dict[str, float] = defaultdict(float)
     implementations: dict[str, float] = defaultdict(float)
+    padding = 0.0
     for call in calls:
         by_kind[call.kind] += call.milliseconds
         if call.kind == "convolution":
             implementations[call.implementation] += call.milliseconds
-        if call.padded_fraction > 0:
+        fraction = call.padded_fraction
+        if fraction > 0:
             ic, oc = call.channels
             padded_pairs[f"{ic}->{oc} as {round_up(ic, call.blocks[0])}->{round_up(oc, call.blocks[1])}"] += (
                 call.milliseconds)
-    padding = sum(call.milliseconds * call.padded_fraction for call in calls)
+            padding += call.milliseconds * fraction
     return {"isa": instruction_set(lines), "calls": len(calls), "milliseconds": dict(by_kind),
             "padding_milliseconds": padding, "convolution_implementations": dict(implementations),
             "padded_channels": dict(sorted(padded_pairs.items(), key=lambda item: -item[1]))}

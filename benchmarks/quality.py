@@ -39,7 +39,7 @@ from diffkit.evaluate.protocol import (
     reference_subset,
     train_dataset_classifier,
 )
-from diffkit.precision import cpu_bf16_flags
+from diffkit.precision import CPUINFO, cpu_bf16_flags
 from diffkit.sampling import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,9 +258,8 @@ def machine_description() -> str:
     """Architecture, processor model, family and model numbers (from /proc/cpuinfo where there is one), core count,
     ATen's vector instruction set and the native-bf16 flags: the same model name ("AMD EPYC") has come with and
     without AVX-512 and bf16 on different days, and the speeds differ by several times."""
-    cpuinfo = Path("/proc/cpuinfo")
     fields: dict[str, str] = {}
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+    for line in CPUINFO.read_text().splitlines() if CPUINFO.exists() else []:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     processor = fields.get("model name") or platform.processor() or "unknown processor"
